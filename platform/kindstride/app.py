@@ -1,0 +1,120 @@
+"""The application factory: one explicit step per concern, in the order they depend on each other."""
+
+import logging
+
+from flask import Flask, render_template, request
+from flask_migrate import Migrate
+from flask_wtf.csrf import CSRFError
+from redis import Redis
+from sqlalchemy import event
+
+from kindstride.config import load_config
+
+MIGRATIONS_DIR = "migrations"
+
+
+def create_app(config=None):
+    settings = load_config(overrides=config)
+    app = Flask("kindstride", instance_path=settings["INSTANCE_PATH"], instance_relative_config=False,
+                template_folder="web/templates", static_folder="web/static")
+    app.config.update(settings)
+    init_logging(app)
+    init_database(app)
+    init_services(app)
+    init_plugins_step(app)
+    init_web(app)
+    init_cli(app)
+    return app
+
+
+def init_logging(app):
+    if not app.logger.handlers or app.config["PRODUCTION"]:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def init_database(app):
+    from kindstride import models  # noqa: F401  (every model, so metadata and migrations see them all)
+    from kindstride.config import REPO_ROOT
+    from kindstride.db import db
+
+    app.config["SQLALCHEMY_DATABASE_URI"] = app.config["DATABASE_URL"]
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+    db.init_app(app)
+    Migrate(app, db, directory=str(REPO_ROOT / MIGRATIONS_DIR), compare_type=True)
+    if app.config["DATABASE_URL"].startswith("postgresql"):
+        with app.app_context():
+            # Checked on the pool's first connection, not here: `db upgrade` must run before the role exists.
+            event.listen(db.engine, "first_connect", _refuse_privileged_role)
+
+
+def _refuse_privileged_role(dbapi_connection, _record):
+    from kindstride.tenancy.rls import APP_ROLE_CHECK, app_role_problems
+
+    cursor = dbapi_connection.cursor()
+    cursor.execute(APP_ROLE_CHECK)
+    problems = app_role_problems(cursor.fetchone())
+    cursor.close()
+    if problems:
+        raise RuntimeError(
+            "KINDSTRIDE_DATABASE_URL connects as a role that " + " and ".join(problems)
+            + "; connect as the app role (KINDSTRIDE_DB_APP_ROLE) so row-level security holds"
+        )
+
+
+def init_services(app):
+    from kindstride.crypto import init_secrets
+
+    init_secrets(app)
+    if app.config["REDIS_URL"]:
+        app.extensions["kindstride.redis"] = Redis.from_url(app.config["REDIS_URL"])
+
+
+def init_plugins_step(app):
+    from kindstride.plugins import init_plugins
+
+    init_plugins(app)
+
+
+def init_web(app):
+    from kindstride.accounts import members, views
+    from kindstride.accounts.session import load_signed_in
+    from kindstride.accounts.sso import bp as sso_bp
+    from kindstride.accounts.sso import init_sso
+    from kindstride.api.setup import init_api
+    from kindstride.i18n import init_i18n
+    from kindstride.security import init_security
+    from kindstride.tenancy.views import bp as operator_bp
+    from kindstride.web import views as site_views
+    from kindstride.web.sites import init_sites
+
+    # Site resolution first: the rate limiter, CSRF and sessions all depend on knowing the tenant.
+    init_sites(app)
+    app.before_request(load_signed_in)
+    init_security(app)
+    init_i18n(app)
+    init_sso(app)
+    for blueprint in (site_views.bp, views.bp, members.bp, sso_bp, operator_bp):
+        app.register_blueprint(blueprint)
+    init_api(app)
+    for code, template in ((403, "forbidden"), (404, "not_found"), (429, "rate_limited")):
+        app.register_error_handler(code, _error_page(code, template))
+    app.register_error_handler(CSRFError, _error_page(400, "form_expired"))
+
+
+def init_cli(app):
+    from kindstride.accounts.cli import operators_cli
+    from kindstride.demo import demo_command
+    from kindstride.jobs.cli import cron_command, worker_command
+    from kindstride.tenancy.cli import tenants_cli
+
+    for command in (tenants_cli, operators_cli, worker_command, cron_command, demo_command):
+        app.cli.add_command(command)
+
+
+def _error_page(code, template):
+    def handler(error):
+        if request.path.startswith("/api/"):
+            return {"code": code, "status": error.name, "message": error.description}, code
+        return render_template(f"errors/{template}.html"), code
+
+    return handler

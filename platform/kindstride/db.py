@@ -1,0 +1,83 @@
+"""The database handle and the base for tenant-owned tables.
+
+A tenant-owned table has a non-null tenant_id, a unique (tenant_id, id) key, and references other
+tenant rows through composite (tenant_id, <ref>_id) foreign keys, so a row can never point into
+another tenant. Queries on these tables are filtered by the tenancy scope (kindstride.tenancy.scope).
+"""
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+db = SQLAlchemy(model_class=Base)
+
+# BIGINT on PostgreSQL; INTEGER on SQLite, where only INTEGER PRIMARY KEY autoincrements.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def utcnow():
+    return datetime.now(UTC)
+
+
+class UTCDateTime(sa.TypeDecorator):
+    """Timezone-aware UTC datetimes on every engine (SQLite forgets the zone otherwise)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None:
+            if value.tzinfo is None:
+                raise ValueError("naive datetime given where UTC is required")
+            value = value.astimezone(UTC)
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+class TenantOwned:
+    """Mixin for every tenant-owned model. Subclasses declare references with `tenant_refs`."""
+
+    # {"user_id": "users"}: column -> referenced tenant table; becomes a composite foreign key.
+    tenant_refs: dict = {}
+    # Extra table arguments (indexes, constraints) of the subclass.
+    extra_table_args: tuple = ()
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+
+    @declared_attr
+    def tenant_id(cls) -> Mapped[int]:
+        return mapped_column(BigId, sa.ForeignKey("tenants.id", ondelete="RESTRICT"), nullable=False, index=True)
+
+    @declared_attr.directive
+    def __table_args__(cls):
+        refs = tuple(
+            sa.ForeignKeyConstraint(["tenant_id", column], [f"{table}.tenant_id", f"{table}.id"])
+            for column, table in cls.tenant_refs.items()
+        )
+        return (sa.UniqueConstraint("tenant_id", "id"), *refs, *cls.extra_table_args)
+
+
+def tenant_tables():
+    """Names of every tenant-owned table: the ones row-level security must cover."""
+    return sorted(
+        mapper.local_table.name for mapper in db.Model.registry.mappers if issubclass(mapper.class_, TenantOwned)
+    )

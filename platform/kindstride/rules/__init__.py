@@ -1,0 +1,1 @@
+"""The contract between challenges and rule plugins: activity facts in, verdicts and scores out."""

@@ -1,0 +1,1 @@
+"""Tenants: their records, the scope every query runs in, and how a request finds its tenant."""

@@ -1,0 +1,1 @@
+"""kindstride's built-in plugins, registered through the `kindstride.plugins` entry points like any other."""
