@@ -23,7 +23,7 @@ TENANT_TABLES = ("tenant_secrets", "users", "user_roles", "account_tokens", "api
 
 
 def upgrade():
-    
+
     op.create_table('operators',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('email', sa.String(length=254), nullable=False),
@@ -130,7 +130,7 @@ def upgrade():
     sa.UniqueConstraint('tenant_id', 'user_id', 'role', name=op.f('uq_user_roles_tenant_id_user_id_role'))
     )
     op.create_index(op.f('ix_user_roles_tenant_id'), 'user_roles', ['tenant_id'], unique=False)
-    
+
 
     # Row-level security on every tenant table, and the app role that is bound by it.
     for table in TENANT_TABLES:
@@ -139,7 +139,7 @@ def upgrade():
 
 
 def downgrade():
-    
+
     op.drop_index(op.f('ix_user_roles_tenant_id'), table_name='user_roles')
     op.drop_table('user_roles')
     op.drop_index(op.f('ix_api_tokens_tenant_id'), table_name='api_tokens')
@@ -154,4 +154,4 @@ def downgrade():
     op.drop_table('tenant_domains')
     op.drop_table('tenants')
     op.drop_table('operators')
-    
+

@@ -10,3 +10,7 @@ from kindstride.app import create_app
              load_dotenv=False, set_debug_flag=False)
 def main():
     """kindstride: virtual sport challenges that raise money."""
+
+
+if __name__ == "__main__":
+    main()

@@ -48,7 +48,7 @@ class PluginHost:
         try:
             self.manager.check_pending()
         except pluggy.PluginValidationError as error:
-            raise PluginLoadError(f"plugin {error.plugin_name!r} implements an unknown hook: {error}") from error
+            raise PluginLoadError(f"a plugin implements an unknown hook: {error}") from error
         self._strategies = {hook: self._collect(hook) for hook in REGISTRATION_HOOKS}
 
     def _collect(self, hook_name):

@@ -4,6 +4,8 @@ Migrations run as the owner role; the app connects as DB_APP_ROLE, which owns no
 superuser and has no BYPASSRLS, so FORCE'd policies bind it on every tenant table.
 """
 
+import re
+
 import sqlalchemy as sa
 
 from kindstride.tenancy.scope import RLS_SETTING
@@ -23,12 +25,14 @@ def enable_rls_statements(table):
 
 def app_role_statements(role):
     """Create the app role if missing and grant it data access (never ownership) in this database."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", role):
+        raise ValueError(f"KINDSTRIDE_DB_APP_ROLE {role!r} is not a plain lowercase PostgreSQL identifier")
     return [
         f"""DO $$ BEGIN
               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN
                 CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
               END IF;
-            END $$""",
+            END $$""",  # noqa: S608 (role is a checked identifier)
         f"GRANT USAGE ON SCHEMA public TO {role}",
         f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
         f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}",

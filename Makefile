@@ -1,0 +1,30 @@
+# The two quick-start commands: `make demo` and `make test`. Each installs what it needs on first use.
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+
+.PHONY: demo test lint migrations-check browser-deps
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/kindstride demo
+
+# Debian's Chromium for the browser tests (Playwright drives it; it never downloads a browser).
+browser-deps:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "Chromium is missing: the browser tests will be skipped (apt-get install chromium)"
+
+lint: $(STAMP)
+	$(BIN)/ruff check platform rules_plugins tests migrations
+
+test: $(STAMP) browser-deps lint
+	$(BIN)/python -m pytest
+
+# Migrate an empty PostgreSQL database and an empty SQLite file, then compare models with migrations.
+migrations-check: $(STAMP)
+	$(BIN)/python -m tests.support.migrations_check
