@@ -3,9 +3,15 @@
 from marshmallow import Schema, fields, validate
 
 from kindstride.hookspecs import hookimpl
-from kindstride.rules.contract import REJECT, ActivityFacts, Reason, ScoringRule, ValidationRule
-
-SPORTS = ("run", "walk", "ride", "hike", "swim", "wheelchair")
+from kindstride.rules.contract import (
+    REJECT,
+    SPORTS,
+    ActivityFacts,
+    ChallengeContext,
+    Reason,
+    ScoringRule,
+    ValidationRule,
+)
 
 
 class AllowedSportsParams(Schema):
@@ -18,7 +24,7 @@ class AllowedSports(ValidationRule):
     label = "Allowed sport types"
     params_schema = AllowedSportsParams
 
-    def check(self, activity: ActivityFacts, params: dict) -> list[Reason]:
+    def check(self, activity: ActivityFacts, params: dict, context: ChallengeContext) -> list[Reason]:
         if activity.sport in params["sports"]:
             return []
         return [Reason("sport_not_allowed", REJECT, {"sport": activity.sport, "allowed": list(params["sports"])})]
@@ -29,12 +35,13 @@ class NoParams(Schema):
 
 
 class DistanceScore(ScoringRule):
-    name = "distance_km"
-    label = "Kilometres"
+    name = "distance"
+    label = "Distance"
+    unit = "m"
     params_schema = NoParams
 
-    def score(self, activity: ActivityFacts, params: dict) -> float:
-        return activity.distance_m / 1000
+    def score(self, activity: ActivityFacts, params: dict) -> int:
+        return int(activity.distance_m)
 
 
 @hookimpl

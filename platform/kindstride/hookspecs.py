@@ -23,6 +23,16 @@ def register_scoring_rules():
 
 
 @hookspec
+def register_score_multipliers():
+    """Return score multipliers: each gives a factor for an activity (Sunday x2, a double-points week)."""
+
+
+@hookspec
+def register_ruleset_presets():
+    """Return ruleset presets: ready-made rulesets (strategies with parameters) of real events."""
+
+
+@hookspec
 def register_team_aggregations():
     """Return team aggregations: each turns members' scores into a team score (sum, average, ...)."""
 

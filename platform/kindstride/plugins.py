@@ -15,6 +15,8 @@ ENTRY_POINT_GROUP = "kindstride.plugins"
 REGISTRATION_HOOKS = (
     "register_validation_rules",
     "register_scoring_rules",
+    "register_score_multipliers",
+    "register_ruleset_presets",
     "register_team_aggregations",
     "register_pledge_rules",
     "register_payment_gateways",

@@ -1,27 +1,57 @@
-"""What a validation or scoring rule receives and returns. Rules are pure: the same facts and
-parameters always give the same reasons and score."""
+"""What rule plugins receive and return. Rules are pure: the same facts, context and parameters
+always give the same reasons and score, whatever order hooks ran in.
+
+Scores are integers in the scoring rule's unit ("m" for metres, "s" for seconds, "pt" for thousandths
+of a point), so totals are exact sums; multipliers are fractions.
+"""
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from fractions import Fraction
 
 from marshmallow import Schema
 
 REJECT = "reject"
 FLAG = "flag"
+SPORTS = ("run", "walk", "ride", "hike", "swim", "wheelchair", "other")
+SOURCES = ("device", "app", "manual", "api")
 
 
 @dataclass(frozen=True)
 class ActivityFacts:
     """An activity as rules see it: plain values, no database."""
 
-    sport: str
-    start: datetime  # UTC
-    elapsed_s: float
-    moving_s: float
+    sport: str  # one of SPORTS
+    start: datetime  # timezone-aware, UTC
+    elapsed_s: float  # wall-clock duration, pauses included
+    moving_s: float  # timer or moving time, pauses excluded
     distance_m: float
-    source: str  # "device", "app", "manual", "api"
+    source: str  # one of SOURCES: a watch/bike computer file, a phone app, typed by hand, the REST API
     has_gps: bool
-    split_paces_s_per_km: tuple[float, ...] = field(default_factory=tuple)
+    received_at: datetime  # when it reached kindstride (the "sync" time), UTC
+    is_indoor: bool = False  # treadmill, trainer
+    # Moving time of each complete kilometre, in order; empty when the recording has no distance stream.
+    split_paces_s_per_km: tuple[float, ...] = ()
+
+    @property
+    def end(self) -> datetime:
+        return self.start + timedelta(seconds=self.elapsed_s)
+
+    @property
+    def average_pace_s_per_km(self) -> float | None:
+        return self.moving_s / (self.distance_m / 1000) if self.distance_m > 0 else None
+
+
+@dataclass(frozen=True)
+class ChallengeContext:
+    """What a rule may know about the challenge and the participant's other counted activities."""
+
+    timezone: str  # IANA zone of the challenge: "local day" means this zone
+    counting_start: datetime  # UTC
+    counting_end: datetime  # UTC
+    # Already-accepted activities of this participant in this challenge on the same local day.
+    same_day_count: int = 0
+    same_day_distance_m: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -33,19 +63,45 @@ class Reason:
     params: dict = field(default_factory=dict)
 
 
-class ValidationRule:
+class Strategy:
     name: str
     label: str
     params_schema: type[Schema]
 
-    def check(self, activity: ActivityFacts, params: dict) -> list[Reason]:
+
+class ValidationRule(Strategy):
+    def check(self, activity: ActivityFacts, params: dict, context: ChallengeContext) -> list[Reason]:
         raise NotImplementedError
 
 
-class ScoringRule:
+class ScoringRule(Strategy):
+    unit: str  # "m", "s" or "pt"
+
+    def score(self, activity: ActivityFacts, params: dict) -> int:
+        raise NotImplementedError
+
+
+class ScoreMultiplier(Strategy):
+    def factor(self, activity: ActivityFacts, params: dict, context: ChallengeContext) -> Fraction:
+        """1 when it does not apply; multipliers that apply are multiplied together."""
+        raise NotImplementedError
+
+
+class TeamAggregation(Strategy):
+    def aggregate(self, member_scores: list[int], params: dict) -> int:
+        """A team's score from its members' scores (members with no score count as 0)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class RulesetPreset:
+    """A named, ready-made ruleset: the rules of a real event, expressed as strategies and parameters.
+
+    `ruleset` has the keys "validation" (a list of {"rule", "params"}), "scoring" ({"rule", "params"}),
+    "multipliers" (a list of {"rule", "params"}) and "team_aggregation" ({"rule", "params"}).
+    """
+
     name: str
     label: str
-    params_schema: type[Schema]
-
-    def score(self, activity: ActivityFacts, params: dict) -> float:
-        raise NotImplementedError
+    description: str
+    ruleset: dict
