@@ -5,6 +5,7 @@ import sqlalchemy as sa
 from flask import current_app
 from flask.cli import with_appcontext
 from flask_migrate import upgrade
+from werkzeug.serving import run_simple
 
 from kindstride.accounts import services as accounts
 from kindstride.accounts.models import Operator
@@ -49,4 +50,5 @@ def demo_command(port, no_serve):
         click.echo(f"  {tenant.name}: http://{tenant.slug}.{base}:{port}/  (admin@{tenant.slug}.example)")
     click.echo(f"Every demo account's password is {DEMO_PASSWORD}\n")
     if not no_serve:
-        current_app.run(host="127.0.0.1", port=port, threaded=True, use_reloader=False)
+        # Flask refuses app.run() inside its CLI; the same development server, started directly.
+        run_simple("127.0.0.1", port, current_app._get_current_object(), threaded=True)
