@@ -19,7 +19,7 @@ def test_every_hook_is_documented_with_its_exact_signature():
     for name, func in _hooks().items():
         assert func.__doc__ and func.__doc__.strip(), f"hook {name} has no docstring"
         signature = f"{name}{inspect.signature(func)}"
-        assert re.search(rf"^### `{re.escape(signature)}`$", guide, re.M), f"rules_plugins/README.md lacks `{signature}`"
+        assert re.search(rf"^### `{re.escape(signature)}`$", guide, re.M), f"the plugin guide lacks `{signature}`"
     documented = re.findall(r"^### `(\w+)\(", guide, re.M)
     assert sorted(documented) == sorted(_hooks()), "rules_plugins/README.md documents a hook that does not exist"
 
