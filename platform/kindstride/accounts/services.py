@@ -13,7 +13,9 @@ from kindstride.db import db, utcnow
 CONFIRM_EMAIL = "confirm_email"
 RESET_PASSWORD = "reset_password"
 TOKEN_LIFETIME = {CONFIRM_EMAIL: timedelta(days=3), RESET_PASSWORD: timedelta(hours=1)}
-API_SCOPES = ("read", "activities:write", "admin")
+API_SCOPES = ("read", "activities:write", "moderate", "admin")
+# Scopes that only some roles may hold: scope -> roles allowed to create a token with it.
+PRIVILEGED_SCOPES = {"admin": {"admin"}, "moderate": {"admin", "moderator"}}
 API_TOKEN_PREFIX = "ks_"
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -132,8 +134,10 @@ def create_api_token(user, name, scopes, days) -> tuple[ApiToken, str]:
     unknown = set(scopes) - set(API_SCOPES)
     if not scopes or unknown:
         raise AccountError("scopes", f"choose from {', '.join(API_SCOPES)}")
-    if "admin" in scopes and "admin" not in roles_of(user):
-        raise AccountError("scopes", "admin needs the admin role")
+    roles = roles_of(user)
+    for scope in scopes:
+        if scope in PRIVILEGED_SCOPES and not roles & PRIVILEGED_SCOPES[scope]:
+            raise AccountError("scopes", f"{scope} needs the {' or '.join(sorted(PRIVILEGED_SCOPES[scope]))} role")
     if not isinstance(days, int) or not 1 <= days <= 365:
         raise AccountError("days", "must be a whole number of days from 1 to 365")
     token, token_hash = new_token(API_TOKEN_PREFIX)

@@ -1,0 +1,194 @@
+"""Judging activities against challenge rulesets, and keeping results and totals in step.
+
+Results never depend on hook order or on the order jobs ran in: a participant's activities are judged
+in start order, and every result records the ruleset version it was judged with.
+"""
+
+import zoneinfo
+from dataclasses import dataclass
+from datetime import timedelta
+from fractions import Fraction
+from math import floor
+
+import sqlalchemy as sa
+
+from kindstride.activities.models import ACCEPTED, DUPLICATE, FLAGGED, REJECTED, Activity, ActivityResult
+from kindstride.challenges import rulesets
+from kindstride.challenges.models import CLOSED, Challenge, Registration, RulesetVersion
+from kindstride.db import db, utcnow
+from kindstride.leaderboards.services import refresh_participant, refresh_team
+from kindstride.rules.contract import FLAG, REJECT, ActivityFacts, ChallengeContext, Reason
+from kindstride.tenancy.models import Tenant
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: str
+    reasons: tuple[Reason, ...]
+    score: int
+    counted_distance_m: int
+
+
+def facts_of(activity: Activity) -> ActivityFacts:
+    return ActivityFacts(
+        sport=activity.sport, start=activity.start, elapsed_s=activity.elapsed_s, moving_s=activity.moving_s,
+        distance_m=activity.distance_m, source="app" if activity.source == "strava" else activity.source,
+        has_gps=activity.has_gps, received_at=activity.received_at, is_indoor=activity.is_indoor,
+        split_paces_s_per_km=tuple(activity.split_paces or ()),
+    )
+
+
+def judge(facts: ActivityFacts, ruleset: rulesets.ResolvedRuleset, context: ChallengeContext) -> Verdict:
+    """The pure verdict: reasons from every validation rule, a score only when accepted."""
+    reasons = tuple(reason for rule, params in ruleset.validation for reason in rule.check(facts, params, context))
+    if any(reason.outcome == REJECT for reason in reasons):
+        return Verdict(REJECTED, reasons, 0, 0)
+    if any(reason.outcome == FLAG for reason in reasons):
+        return Verdict(FLAGGED, reasons, 0, 0)
+    return Verdict(ACCEPTED, reasons, scored(facts, ruleset, context), int(facts.distance_m))
+
+
+def scored(facts, ruleset, context) -> int:
+    scoring, params = ruleset.scoring
+    factor = Fraction(1)
+    for multiplier, multiplier_params in ruleset.multipliers:
+        factor *= multiplier.factor(facts, multiplier_params, context)
+    return floor(scoring.score(facts, params) * factor)
+
+
+def local_day(challenge, moment):
+    return moment.astimezone(zoneinfo.ZoneInfo(challenge.timezone)).date()
+
+
+def resolved_ruleset(challenge) -> rulesets.ResolvedRuleset | None:
+    """The challenge's current ruleset, or None with scoring frozen when a strategy is missing."""
+    ruleset = db.session.scalar(sa.select(RulesetVersion.ruleset).where(
+        RulesetVersion.challenge_id == challenge.id, RulesetVersion.version == challenge.ruleset_version))
+    try:
+        resolved = rulesets.resolve(ruleset, db.session.get(Tenant, challenge.tenant_id))
+    except rulesets.RulesetError as error:
+        challenge.scoring_frozen_reason = str(error)
+        return None
+    challenge.scoring_frozen_reason = None
+    return resolved
+
+
+def context_for(challenge, registration, activity, day):
+    """Same-day figures from the participant's results judged before this activity."""
+    earlier = sa.or_(Activity.start < activity.start, sa.and_(Activity.start == activity.start,
+                                                                Activity.id < activity.id))
+    count, distance = db.session.execute(
+        sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(Activity.distance_m), 0))
+        .select_from(ActivityResult).join(Activity, Activity.id == ActivityResult.activity_id)
+        .where(ActivityResult.registration_id == registration.id, ActivityResult.local_day == day,
+               ActivityResult.status == ACCEPTED, ActivityResult.activity_id != activity.id, earlier)
+    ).one()
+    return ChallengeContext(timezone=challenge.timezone, counting_start=challenge.counting_start,
+                            counting_end=challenge.counting_end, same_day_count=count,
+                            same_day_distance_m=float(distance))
+
+
+def judge_in(challenge, registration, activity, ruleset) -> Verdict:
+    if activity.duplicate_of_id is not None:
+        return Verdict(DUPLICATE, (Reason("duplicate_recording", REJECT, {"of": activity.duplicate_of_id}),), 0, 0)
+    if registration.counts_from is not None and activity.start < registration.counts_from:
+        return Verdict(REJECTED, (Reason("before_team_switch", REJECT, {}),), 0, 0)
+    day = local_day(challenge, activity.start)
+    return judge(facts_of(activity), ruleset, context_for(challenge, registration, activity, day))
+
+
+def record(challenge, registration, activity, ruleset):
+    """Judge one activity in one challenge and store the result; a moderator's decision stands."""
+    result = db.session.scalar(sa.select(ActivityResult).where(ActivityResult.challenge_id == challenge.id,
+                                                               ActivityResult.activity_id == activity.id))
+    if result is not None and result.decided_by_id and result.ruleset_version == challenge.ruleset_version \
+            and activity.duplicate_of_id is None:
+        return result
+    verdict = judge_in(challenge, registration, activity, ruleset)
+    if result is None:
+        result = ActivityResult(challenge_id=challenge.id, activity_id=activity.id,
+                                registration_id=registration.id)
+        db.session.add(result)
+    result.ruleset_version = challenge.ruleset_version
+    result.status = verdict.status
+    result.reasons = [{"code": r.code, "outcome": r.outcome, "params": r.params} for r in verdict.reasons]
+    result.local_day = local_day(challenge, activity.start)
+    set_counted(result, activity, verdict.score, verdict.counted_distance_m)
+    result.decided_by_id = result.decision_comment = None
+    result.evaluated_at = utcnow()
+    db.session.flush()
+    return result
+
+
+def set_counted(result, activity, score, distance_m):
+    result.score = score
+    result.counted_distance_m = distance_m
+    result.counted_at = activity.start + timedelta(seconds=activity.elapsed_s) if score > 0 else None
+
+
+def challenges_for(activity):
+    """The user's registrations in challenges that are not closed, with their challenges."""
+    return db.session.execute(
+        sa.select(Challenge, Registration).join(Registration, Registration.challenge_id == Challenge.id)
+        .where(Registration.user_id == activity.user_id, Challenge.status != CLOSED)
+        .order_by(Challenge.id)
+    ).all()
+
+
+def evaluate_activity(activity_id):
+    """A tenant job: judge a new or changed activity in every challenge its owner is in."""
+    activity = db.session.get(Activity, activity_id)
+    if activity is None:
+        return
+    for challenge, registration in challenges_for(activity):
+        ruleset = resolved_ruleset(challenge)
+        if ruleset is None:
+            continue
+        if activity.start < challenge.counting_start - timedelta(days=7):
+            continue  # far outside the window: not this challenge's business
+        # Later same-day activities may change verdict (daily limits): judge the day again in order.
+        for later in _same_day_from(challenge, registration, activity):
+            record(challenge, registration, later, ruleset)
+        refresh_participant(registration.id, ruleset.team_aggregation)
+
+
+def _same_day_from(challenge, registration, activity):
+    day = local_day(challenge, activity.start)
+    judged_same_day = sa.select(ActivityResult.activity_id).where(
+        ActivityResult.registration_id == registration.id, ActivityResult.local_day == day)
+    later = db.session.scalars(
+        sa.select(Activity).where(Activity.user_id == registration.user_id, Activity.id.in_(judged_same_day),
+                                  Activity.start > activity.start)
+        .order_by(Activity.start, Activity.id)).all()
+    return [activity, *later]
+
+
+def reevaluate_registration(challenge, registration, ruleset=None):
+    ruleset = ruleset or resolved_ruleset(challenge)
+    if ruleset is None:
+        return
+    activities = db.session.scalars(
+        sa.select(Activity).where(Activity.user_id == registration.user_id).order_by(Activity.start, Activity.id))
+    for activity in activities:
+        record(challenge, registration, activity, ruleset)
+    refresh_participant(registration.id)
+
+
+def reevaluate_challenge(challenge_id, version):
+    """A tenant job: judge every activity again under ruleset `version`, then rebuild the totals."""
+    challenge = db.session.get(Challenge, challenge_id)
+    if challenge is None or challenge.ruleset_version != version:
+        return  # a newer version's job does the work
+    ruleset = resolved_ruleset(challenge)
+    if ruleset is None:
+        return
+    for registration in db.session.scalars(sa.select(Registration).where(Registration.challenge_id == challenge_id)):
+        reevaluate_registration(challenge, registration, ruleset)
+    for team_id in _team_ids(challenge):
+        refresh_team(team_id, ruleset.team_aggregation)
+
+
+def _team_ids(challenge):
+    from kindstride.challenges.models import Team
+
+    return db.session.scalars(sa.select(Team.id).where(Team.challenge_id == challenge.id)).all()

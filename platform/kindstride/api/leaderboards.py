@@ -1,0 +1,101 @@
+"""API: leaderboards (individuals by gender and age group, teams by division, members of a team),
+the caller's rank, and challenge totals. Public: only counted kilometres and names are shown."""
+
+from flask import g
+from flask.views import MethodView
+from flask_smorest import Blueprint, abort
+from marshmallow import Schema, fields, validate
+
+from kindstride.api.auth import BEARER, token_required
+from kindstride.api.common import challenge_or_404
+from kindstride.challenges.services import registration_of
+from kindstride.leaderboards import services as boards
+from kindstride.web.sites import tenant_site_only
+
+blp = Blueprint("api_leaderboards", __name__, url_prefix="/api/v1", description="Leaderboards and totals")
+blp.before_request(tenant_site_only)
+
+
+class BoardQuery(Schema):
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100000))
+    gender = fields.String(load_default=None, validate=validate.OneOf(["female", "male", "other"]))
+    age_group = fields.String(load_default=None, validate=validate.OneOf(list(boards.AGE_GROUPS)))
+    q = fields.String(load_default=None, validate=validate.Length(max=100))
+    team_id = fields.Integer(load_default=None)
+
+
+class TeamBoardQuery(Schema):
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100000))
+    division_id = fields.Integer(load_default=None)
+
+
+class RowSchema(Schema):
+    rank = fields.Integer()
+    id = fields.Integer()
+    name = fields.String()
+    bib = fields.Integer(allow_none=True)
+    score = fields.Integer()
+    distance_m = fields.Integer()
+    activities = fields.Integer(allow_none=True)
+    team = fields.String(allow_none=True)
+
+
+class TotalsSchema(Schema):
+    participants = fields.Integer()
+    distance_m = fields.Integer()
+    score = fields.Integer()
+    activities = fields.Integer()
+    goal_m = fields.Integer(allow_none=True)
+
+
+class MyRankSchema(Schema):
+    rank = fields.Integer()
+    bib = fields.Integer()
+    score = fields.Integer()
+
+
+@blp.route("/challenges/<slug>/leaderboard")
+class IndividualBoard(MethodView):
+    @blp.arguments(BoardQuery, location="query")
+    @blp.response(200, RowSchema(many=True))
+    def get(self, query, slug):
+        """Individuals, 50 a page; filter by gender, age group, team; search by name or bib."""
+        challenge = challenge_or_404(slug)
+        return boards.individual_board(challenge, query["page"], query["gender"], query["age_group"], query["q"],
+                                       query["team_id"])
+
+
+@blp.route("/challenges/<slug>/leaderboard/teams")
+class TeamBoard(MethodView):
+    @blp.arguments(TeamBoardQuery, location="query")
+    @blp.response(200, RowSchema(many=True))
+    def get(self, query, slug):
+        """Teams, optionally of one division."""
+        return boards.team_board(challenge_or_404(slug), query["division_id"], query["page"])
+
+
+@blp.route("/challenges/<slug>/leaderboard/me")
+class MyRank(MethodView):
+    @blp.doc(**BEARER)
+    @blp.arguments(BoardQuery, location="query")
+    @blp.response(200, MyRankSchema)
+    @token_required("read")
+    def get(self, query, slug):
+        """The caller's rank (on the filtered board)."""
+        challenge = challenge_or_404(slug)
+        registration = registration_of(challenge, g.user)
+        if registration is None:
+            abort(404, message="registration: you are not registered")
+        rank = boards.rank_of(challenge, registration, query["gender"], query["age_group"])
+        total = boards.participant_total(registration)
+        return {"rank": rank, "bib": registration.bib, "score": total.score}
+
+
+@blp.route("/challenges/<slug>/totals")
+class Totals(MethodView):
+    @blp.response(200, TotalsSchema)
+    def get(self, slug):
+        """Participants, counted kilometres, score and activities of the whole challenge."""
+        challenge = challenge_or_404(slug)
+        totals = boards.challenge_totals(challenge)
+        return {**totals.__dict__, "goal_m": challenge.goal_m}

@@ -1,0 +1,1 @@
+"""Challenges: what is counted, when, by whom; teams, divisions, registrations and rulesets."""

@@ -1,0 +1,1 @@
+"""Leaderboards: running totals per participant and team, kept exact by the evaluation of activities."""

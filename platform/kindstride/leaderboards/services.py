@@ -1,0 +1,229 @@
+"""Keeping totals exact and reading leaderboards.
+
+A participant's total is always recomputed from their own results, and a team's from its members'
+totals, under a row lock: a total can never drift from its parts, and concurrent workers never lose
+an update. Ranking order: higher score, then who reached it first (the end of their last counted
+activity), then the lower bib or team id.
+"""
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from kindstride.activities.models import ActivityResult
+from kindstride.challenges.models import Registration, Team
+from kindstride.db import db
+from kindstride.leaderboards.models import ParticipantTotal, TeamTotal
+
+AGE_GROUPS = {"u20": (0, 19), "20-29": (20, 29), "30-39": (30, 39), "40-49": (40, 49), "50-59": (50, 59),
+              "60+": (60, 200)}
+PAGE_SIZE = 50
+
+
+def ensure_participant_total(registration):
+    db.session.add(ParticipantTotal(challenge_id=registration.challenge_id, registration_id=registration.id,
+                                    bib=registration.bib, team_id=registration.team_id))
+    db.session.flush()
+
+
+def ensure_team_total(team):
+    db.session.add(TeamTotal(challenge_id=team.challenge_id, team_id=team.id, division_id=team.division_id))
+    db.session.flush()
+
+
+def refresh_participant(registration_id, team_aggregation=None):
+    """Recompute one participant's total from their results, then their team's."""
+    total = db.session.scalar(sa.select(ParticipantTotal).where(ParticipantTotal.registration_id == registration_id)
+                              .with_for_update())
+    score, distance, count, reached = db.session.execute(
+        sa.select(sa.func.coalesce(sa.func.sum(ActivityResult.score), 0),
+                  sa.func.coalesce(sa.func.sum(ActivityResult.counted_distance_m), 0),
+                  sa.func.count(ActivityResult.counted_at),
+                  sa.func.max(ActivityResult.counted_at))
+        .where(ActivityResult.registration_id == registration_id)
+    ).one()
+    total.score, total.distance_m, total.activities, total.reached_at = int(score), int(distance), count, reached
+    db.session.flush()
+    if total.team_id is not None and team_aggregation is not None:
+        refresh_team(total.team_id, team_aggregation)
+
+
+def refresh_team(team_id, team_aggregation):
+    """Recompute a team's score from its members' totals with the ruleset's team aggregation."""
+    strategy, params = team_aggregation
+    team_total = db.session.scalar(sa.select(TeamTotal).where(TeamTotal.team_id == team_id).with_for_update())
+    rows = db.session.execute(sa.select(ParticipantTotal.score, ParticipantTotal.distance_m,
+                                        ParticipantTotal.reached_at)
+                              .where(ParticipantTotal.team_id == team_id)).all()
+    team_total.members = len(rows)
+    team_total.score = strategy.aggregate([row.score for row in rows], params) if rows else 0
+    team_total.distance_m = sum(row.distance_m for row in rows)
+    team_total.reached_at = max((row.reached_at for row in rows if row.reached_at), default=None)
+    db.session.flush()
+
+
+def move_participant(challenge, registration, new_team_id, reset_from=None):
+    """Change a participant's team; with reset_from, activities before it stop counting."""
+    from kindstride.activities.evaluation import reevaluate_registration, resolved_ruleset
+
+    old_team_id = registration.team_id
+    registration.team_id = new_team_id
+    db.session.execute(sa.update(ParticipantTotal).where(ParticipantTotal.registration_id == registration.id)
+                       .values(team_id=new_team_id))
+    if reset_from is not None:
+        registration.counts_from = reset_from
+        reevaluate_registration(challenge, registration)
+    ruleset = resolved_ruleset(challenge)
+    if ruleset is not None:
+        refresh_participant(registration.id, ruleset.team_aggregation)
+        if old_team_id is not None:
+            refresh_team(old_team_id, ruleset.team_aggregation)
+
+
+def recompute_challenge(challenge, team_aggregation):
+    """Every total of a challenge from scratch (after a re-evaluation)."""
+    for registration_id in db.session.scalars(sa.select(Registration.id)
+                                              .where(Registration.challenge_id == challenge.id)):
+        refresh_participant(registration_id)
+    for team_id in db.session.scalars(sa.select(Team.id).where(Team.challenge_id == challenge.id)):
+        refresh_team(team_id, team_aggregation)
+
+
+@dataclass(frozen=True)
+class Row:
+    rank: int
+    id: int  # registration id or team id
+    name: str
+    bib: int | None
+    score: int
+    distance_m: int
+    activities: int | None
+    team: str | None
+
+
+def _participant_order():
+    return (ParticipantTotal.score.desc(), ParticipantTotal.reached_at.asc().nulls_last(), ParticipantTotal.bib)
+
+
+def _participant_filters(challenge, gender=None, age_group=None):
+    conditions = [ParticipantTotal.challenge_id == challenge.id]
+    if gender:
+        conditions.append(Registration.gender == gender)
+    if age_group in AGE_GROUPS:
+        youngest, oldest = AGE_GROUPS[age_group]
+        year = challenge.counting_start.year
+        conditions.append(Registration.birth_year.between(year - oldest, year - youngest))
+    return conditions
+
+
+def individual_board(challenge, page=1, gender=None, age_group=None, search=None, team_id=None):
+    conditions = _participant_filters(challenge, gender, age_group)
+    if team_id is not None:
+        conditions.append(ParticipantTotal.team_id == team_id)
+    ranked = (
+        sa.select(ParticipantTotal, Registration.display_name, Team.name.label("team_name"),
+                  sa.func.row_number().over(order_by=_participant_order()).label("rank"))
+        .join(Registration, Registration.id == ParticipantTotal.registration_id)
+        .outerjoin(Team, Team.id == ParticipantTotal.team_id)
+        .where(*conditions)
+    ).subquery()
+    query = sa.select(ranked)
+    if search:
+        term = search.strip()
+        if term.isdigit():
+            query = query.where(ranked.c.bib == int(term))
+        else:
+            query = query.where(sa.func.lower(ranked.c.display_name).contains(term.lower(), autoescape=True))
+    query = query.order_by(ranked.c.rank).limit(PAGE_SIZE).offset((max(page, 1) - 1) * PAGE_SIZE)
+    return [Row(rank=r.rank, id=r.registration_id, name=r.display_name, bib=r.bib, score=r.score,
+                distance_m=r.distance_m, activities=r.activities, team=r.team_name)
+            for r in db.session.execute(query)]
+
+
+def rank_of(challenge, registration, gender=None, age_group=None):
+    """1-based rank of a registration on the (filtered) individual board."""
+    mine = db.session.scalar(sa.select(ParticipantTotal).where(ParticipantTotal.registration_id == registration.id))
+    if mine is None:
+        return None
+    ahead = sa.or_(
+        ParticipantTotal.score > mine.score,
+        sa.and_(ParticipantTotal.score == mine.score,
+                _reached_before(mine.reached_at),
+                ),
+        sa.and_(ParticipantTotal.score == mine.score, _reached_same(mine.reached_at),
+                ParticipantTotal.bib < mine.bib),
+    )
+    query = (sa.select(sa.func.count()).select_from(ParticipantTotal)
+             .join(Registration, Registration.id == ParticipantTotal.registration_id)
+             .where(*_participant_filters(challenge, gender, age_group), ahead))
+    return db.session.scalar(query) + 1
+
+
+def _reached_before(reached_at):
+    if reached_at is None:
+        return ParticipantTotal.reached_at.is_not(None)
+    return ParticipantTotal.reached_at < reached_at
+
+
+def _reached_same(reached_at):
+    if reached_at is None:
+        return ParticipantTotal.reached_at.is_(None)
+    return ParticipantTotal.reached_at == reached_at
+
+
+def team_board(challenge, division_id=None, page=1):
+    conditions = [TeamTotal.challenge_id == challenge.id]
+    if division_id is not None:
+        conditions.append(TeamTotal.division_id == division_id)
+    query = (sa.select(TeamTotal, Team.name,
+                       sa.func.row_number().over(order_by=(TeamTotal.score.desc(),
+                                                           TeamTotal.reached_at.asc().nulls_last(),
+                                                           TeamTotal.team_id)).label("rank"))
+             .join(Team, Team.id == TeamTotal.team_id).where(*conditions)
+             .order_by("rank").limit(PAGE_SIZE).offset((max(page, 1) - 1) * PAGE_SIZE))
+    return [Row(rank=r.rank, id=r.TeamTotal.team_id, name=r.name, bib=None, score=r.TeamTotal.score,
+                distance_m=r.TeamTotal.distance_m, activities=r.TeamTotal.members, team=None)
+            for r in db.session.execute(query)]
+
+
+@dataclass(frozen=True)
+class ChallengeTotals:
+    participants: int
+    distance_m: int
+    score: int
+    activities: int
+
+
+def challenge_totals(challenge) -> ChallengeTotals:
+    participants, distance, score, activities = db.session.execute(
+        sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(ParticipantTotal.distance_m), 0),
+                  sa.func.coalesce(sa.func.sum(ParticipantTotal.score), 0),
+                  sa.func.coalesce(sa.func.sum(ParticipantTotal.activities), 0))
+        .where(ParticipantTotal.challenge_id == challenge.id)
+    ).one()
+    return ChallengeTotals(participants, int(distance), int(score), int(activities))
+
+
+def qualified_user_ids(challenge) -> set[int]:
+    """Entrants of a multi-stage final: the top N per gender over a distance in each qualifier."""
+    from kindstride.challenges.models import Challenge
+
+    qualified = set()
+    for rule in challenge.qualifiers:
+        source = db.session.scalar(sa.select(Challenge).where(Challenge.slug == rule["challenge"]))
+        if source is None:
+            continue
+        for gender in ("female", "male"):
+            rows = db.session.execute(
+                sa.select(Registration.user_id)
+                .join(ParticipantTotal, ParticipantTotal.registration_id == Registration.id)
+                .where(Registration.challenge_id == source.id, Registration.gender == gender,
+                       ParticipantTotal.distance_m >= rule.get("min_distance_m", 0), ParticipantTotal.score > 0)
+                .order_by(*_participant_order()).limit(rule["top_per_gender"])
+            )
+            qualified.update(row.user_id for row in rows)
+    return qualified
+
+
+def participant_total(registration) -> ParticipantTotal:
+    return db.session.scalar(sa.select(ParticipantTotal).where(ParticipantTotal.registration_id == registration.id))
