@@ -1,7 +1,7 @@
 """Test fixtures: the app on PostgreSQL + Redis when they are reachable (or required), else SQLite.
 
 KINDSTRIDE_TEST_DATABASE_URL / KINDSTRIDE_TEST_REDIS_URL name the services (owner role for
-PostgreSQL); without them, 127.0.0.1 is probed. KINDSTRIDE_REQUIRE_SERVICES=1 turns a missing
+PostgreSQL; "sqlite" / "off" force the embedded defaults); without them, 127.0.0.1 is probed. KINDSTRIDE_REQUIRE_SERVICES=1 turns a missing
 service into a failed run instead of a SQLite / in-process fallback.
 """
 
@@ -30,8 +30,11 @@ APP_ROLE = "kindstride_app"
 @pytest.fixture(scope="session")
 def backend(tmp_path_factory):
     """The database and Redis URLs for this run; a fresh PostgreSQL database is migrated once."""
-    postgres = find_postgres(os.environ.get("KINDSTRIDE_TEST_DATABASE_URL"))
-    redis_url = find_redis(os.environ.get("KINDSTRIDE_TEST_REDIS_URL"))
+    configured_db = os.environ.get("KINDSTRIDE_TEST_DATABASE_URL")
+    configured_redis = os.environ.get("KINDSTRIDE_TEST_REDIS_URL")
+    # "sqlite" and "off" force the embedded defaults even where the services run.
+    postgres = None if configured_db == "sqlite" else find_postgres(configured_db)
+    redis_url = None if configured_redis == "off" else find_redis(configured_redis)
     if REQUIRE_SERVICES and (postgres is None or redis_url is None):
         pytest.exit(f"KINDSTRIDE_REQUIRE_SERVICES=1 but PostgreSQL={postgres} Redis={redis_url}: start them", 3)
     instance = tmp_path_factory.mktemp("instance")

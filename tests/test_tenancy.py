@@ -55,6 +55,19 @@ def test_orm_filters_every_query_by_the_scope(app, tenants, make_user):
         assert db.session.scalar(sa.select(sa.func.count()).select_from(User)) == 1
 
 
+def test_aggregates_over_tenant_tables_are_filtered_and_need_a_scope(app, tenants, make_user):
+    make_user(tenants["alpha"], "ann@alpha.example")
+    make_user(tenants["beta"], "binh@beta.example")
+    make_user(tenants["beta"], "chi@beta.example")
+    count = sa.select(sa.func.count()).select_from(User)
+    for slug, expected in (("alpha", 1), ("beta", 2), ("alpha", 1)):
+        with tenant_scope(tenants[slug]):
+            assert db.session.scalar(count) == expected
+            assert db.session.scalar(sa.select(sa.func.count(User.id))) == expected
+    with pytest.raises(TenantScopeError, match="users"):
+        db.session.scalar(count)
+
+
 def test_writing_a_row_of_another_tenant_raises(app, tenants):
     with tenant_scope(tenants["alpha"]):
         db.session.add(User(tenant_id=tenants["beta"], email="x@y.example", name="X"))

@@ -189,7 +189,7 @@ def upgrade():
     sa.UniqueConstraint('tenant_id', 'challenge_id', 'team_id', name=op.f('uq_team_totals_tenant_id_challenge_id_team_id')),
     sa.UniqueConstraint('tenant_id', 'id', name=op.f('uq_team_totals_tenant_id_id'))
     )
-    op.create_index('ix_team_totals_rank', 'team_totals', ['tenant_id', 'challenge_id', 'division_id', sa.literal_column('score DESC'), 'reached_at', 'team_id'], unique=False)
+    op.create_index('ix_team_totals_rank', 'team_totals', ['tenant_id', 'challenge_id', 'division_id', 'score'], unique=False)
     op.create_index(op.f('ix_team_totals_tenant_id'), 'team_totals', ['tenant_id'], unique=False)
     op.create_table('activity_results',
     sa.Column('activity_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -239,7 +239,7 @@ def upgrade():
     sa.UniqueConstraint('tenant_id', 'challenge_id', 'registration_id', name=op.f('uq_participant_totals_tenant_id_challenge_id_registration_id')),
     sa.UniqueConstraint('tenant_id', 'id', name=op.f('uq_participant_totals_tenant_id_id'))
     )
-    op.create_index('ix_participant_totals_rank', 'participant_totals', ['tenant_id', 'challenge_id', sa.literal_column('score DESC'), 'reached_at', 'bib'], unique=False)
+    op.create_index('ix_participant_totals_rank', 'participant_totals', ['tenant_id', 'challenge_id', 'score'], unique=False)
     op.create_index('ix_participant_totals_team', 'participant_totals', ['tenant_id', 'team_id'], unique=False)
     op.create_index(op.f('ix_participant_totals_tenant_id'), 'participant_totals', ['tenant_id'], unique=False)
 

@@ -171,6 +171,8 @@ def register(challenge, user, data, now=None) -> Registration:
         raise ChallengeError("team_id: this challenge is for teams: join or create one")
     registration.team_id = team.id if team else None
     ensure_participant_total(registration)
+    if team is not None:
+        _refresh_team(challenge, team.id)
     audit.record("registration.created", "registration", registration.id, bib=bib, team_id=registration.team_id)
     return registration
 
@@ -191,6 +193,15 @@ def _team_for(challenge, registration, values, user):
             raise ChallengeError("team_id: no such team in this challenge")
         return _check_room(challenge, team)
     return None
+
+
+def _refresh_team(challenge, team_id):
+    from kindstride.activities.evaluation import resolved_ruleset
+    from kindstride.leaderboards.services import refresh_team
+
+    ruleset = resolved_ruleset(challenge)
+    if ruleset is not None:
+        refresh_team(team_id, ruleset.team_aggregation)
 
 
 def _check_room(challenge, team):

@@ -11,9 +11,8 @@ class ParticipantTotal(TenantOwned, db.Model):
     tenant_refs = {"challenge_id": "challenges", "registration_id": "registrations"}
     extra_table_args = (
         sa.UniqueConstraint("tenant_id", "challenge_id", "registration_id"),
-        # The ranking order: higher score, then who reached it first, then the lower bib.
-        sa.Index("ix_participant_totals_rank", "tenant_id", "challenge_id", sa.text("score DESC"), "reached_at",
-                 "bib"),
+        # Ranking reads the top by score and counts who is ahead: a range scan on this index.
+        sa.Index("ix_participant_totals_rank", "tenant_id", "challenge_id", "score"),
         sa.Index("ix_participant_totals_team", "tenant_id", "team_id"),
     )
 
@@ -32,8 +31,7 @@ class TeamTotal(TenantOwned, db.Model):
     tenant_refs = {"challenge_id": "challenges", "team_id": "teams", "division_id": "divisions"}
     extra_table_args = (
         sa.UniqueConstraint("tenant_id", "challenge_id", "team_id"),
-        sa.Index("ix_team_totals_rank", "tenant_id", "challenge_id", "division_id", sa.text("score DESC"),
-                 "reached_at", "team_id"),
+        sa.Index("ix_team_totals_rank", "tenant_id", "challenge_id", "division_id", "score"),
     )
 
     challenge_id: Mapped[int] = mapped_column(BigId)

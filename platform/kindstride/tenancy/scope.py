@@ -11,6 +11,7 @@ from contextvars import ContextVar
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.orm import Session, with_loader_criteria
+from sqlalchemy.sql.util import find_tables
 
 from kindstride.db import TenantOwned, db
 
@@ -70,8 +71,19 @@ def _set_rls_tenant(connection):
         )
 
 
-def _touches_tenant_data(mappers):
-    return any(issubclass(mapper.class_, TenantOwned) for mapper in mappers)
+def _tenant_tables_in(state):
+    """Tenant-owned tables a statement reads or writes: its entities, and any table in its FROM clauses
+    (select(func.count()).select_from(User) names no entity but still reads users)."""
+    names = {mapper.local_table.name for mapper in state.all_mappers if issubclass(mapper.class_, TenantOwned)}
+    names.update(table.name for table in find_tables(state.statement, include_joins=True, include_aliases=True)
+                 if table.name in _tenant_table_names())
+    return names
+
+
+def _tenant_table_names():
+    from kindstride.db import tenant_tables
+
+    return set(tenant_tables())
 
 
 @event.listens_for(Session, "after_begin")
@@ -81,12 +93,14 @@ def _scope_new_transaction(session, transaction, connection):
 
 @event.listens_for(Session, "do_orm_execute")
 def _filter_by_tenant(state):
-    if state.is_column_load or not _touches_tenant_data(state.all_mappers):
+    if state.is_column_load:
+        return
+    tables = _tenant_tables_in(state)
+    if not tables:
         return
     tenant_id = _current_tenant_id.get()
     if tenant_id is None:
-        names = ", ".join(sorted(m.class_.__name__ for m in state.all_mappers))
-        raise TenantScopeError(f"query on tenant-owned {names} outside a tenant scope")
+        raise TenantScopeError(f"query on tenant-owned {', '.join(sorted(tables))} outside a tenant scope")
     state.statement = state.statement.options(
         with_loader_criteria(TenantOwned, lambda cls: cls.tenant_id == tenant_id, include_aliases=True)
     )
