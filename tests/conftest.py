@@ -1,8 +1,9 @@
 """Test fixtures: the app on PostgreSQL + Redis when they are reachable (or required), else SQLite.
 
 KINDSTRIDE_TEST_DATABASE_URL / KINDSTRIDE_TEST_REDIS_URL name the services (owner role for
-PostgreSQL; "sqlite" / "off" force the embedded defaults); without them, 127.0.0.1 is probed. KINDSTRIDE_REQUIRE_SERVICES=1 turns a missing
-service into a failed run instead of a SQLite / in-process fallback.
+PostgreSQL; "sqlite" / "off" force the embedded defaults); without them, 127.0.0.1 is probed.
+KINDSTRIDE_REQUIRE_SERVICES=1 turns a missing service into a failed run instead of a SQLite / in-process
+fallback.
 """
 
 import contextvars

@@ -125,6 +125,7 @@ def _check_parts(challenge_id):
         assert all(r.score == 0 for r in results if r.status in (REJECTED, FLAGGED))
     for team_id, (score, distance, members) in teams.items():
         member_scores = [p[0] for p in participants.values() if p[4] == team_id]
+        assert distance == sum(p[1] for p in participants.values() if p[4] == team_id)
         assert members == len(member_scores)
         assert score == (strategy.aggregate(member_scores, params) if member_scores else 0)
 

@@ -7,6 +7,7 @@ from flask_migrate import Migrate
 from flask_wtf.csrf import CSRFError
 from redis import Redis
 from sqlalchemy import event
+from sqlalchemy.exc import DataError
 
 from kindstride.config import load_config
 
@@ -80,35 +81,58 @@ def init_web(app):
     from kindstride.accounts.session import load_signed_in
     from kindstride.accounts.sso import bp as sso_bp
     from kindstride.accounts.sso import init_sso
+    from kindstride.activities import strava_views
     from kindstride.api.setup import init_api
+    from kindstride.challenges import admin_views as challenge_admin_views
+    from kindstride.challenges import certificate_views
+    from kindstride.challenges import views as challenge_views
+    from kindstride.fundraising import views as fundraising_views
     from kindstride.i18n import init_i18n
+    from kindstride.payments import views as payment_views
     from kindstride.security import init_security
     from kindstride.tenancy.views import bp as operator_bp
     from kindstride.web import views as site_views
+    from kindstride.web.converters import init_converters
     from kindstride.web.sites import init_sites
 
+    init_converters(app)
     # Site resolution first: the rate limiter, CSRF and sessions all depend on knowing the tenant.
     init_sites(app)
     app.before_request(load_signed_in)
     init_security(app)
     init_i18n(app)
     init_sso(app)
-    for blueprint in (site_views.bp, views.bp, members.bp, sso_bp, operator_bp):
+    for blueprint in (site_views.bp, views.bp, members.bp, sso_bp, operator_bp, fundraising_views.bp, payment_views.bp,
+                      certificate_views.bp, strava_views.bp,
+                      challenge_views.bp, challenge_admin_views.bp):
         app.register_blueprint(blueprint)
     init_api(app)
     for code, template in ((403, "forbidden"), (404, "not_found"), (429, "rate_limited")):
         app.register_error_handler(code, _error_page(code, template))
     app.register_error_handler(CSRFError, _error_page(400, "form_expired"))
+    app.register_error_handler(DataError, _out_of_range)
 
 
 def init_cli(app):
     from kindstride.accounts.cli import operators_cli
     from kindstride.demo import demo_command
     from kindstride.jobs.cli import cron_command, worker_command
+    from kindstride.ledger.cli import ledger_cli
     from kindstride.tenancy.cli import tenants_cli
 
-    for command in (tenants_cli, operators_cli, worker_command, cron_command, demo_command):
+    for command in (tenants_cli, operators_cli, worker_command, cron_command, demo_command, ledger_cli):
         app.cli.add_command(command)
+
+
+def _out_of_range(error):
+    """A value the database cannot hold (a number past BIGINT): the request was bad, nothing is stored."""
+    from kindstride.db import db
+
+    db.session.rollback()
+    message = "a number in the request is out of range"
+    if request.path.startswith("/api/"):
+        return {"code": 422, "status": "Unprocessable Entity", "message": message}, 422
+    return render_template("errors/not_found.html"), 404
 
 
 def _error_page(code, template):

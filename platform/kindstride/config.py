@@ -33,7 +33,19 @@ ENV_VARIABLES = {
     "KINDSTRIDE_SMTP_PASSWORD": ("SMTP_PASSWORD", None, "SMTP password"),
     "KINDSTRIDE_SMTP_STARTTLS": ("SMTP_STARTTLS", "false", "true to upgrade SMTP with STARTTLS"),
     "KINDSTRIDE_MAIL_FROM": ("MAIL_FROM", "no-reply@kindstride.localhost", "sender address of outgoing mail"),
+    "KINDSTRIDE_GATEWAY_ENDPOINTS": (
+        "GATEWAY_ENDPOINTS", "",
+        "gateway API addresses, e.g. 'vnpay.payment_url=https://...,vnpay.api_url=https://...' "
+        "(default: each gateway's sandbox; stripe.api_base unset means Stripe itself)",
+    ),
     "KINDSTRIDE_INSTANCE_PATH": ("INSTANCE_PATH", str(REPO_ROOT / "instance"), "writable folder for local state"),
+    "KINDSTRIDE_STRAVA_CLIENT_ID": ("STRAVA_CLIENT_ID", None, "the platform's Strava API app; unset turns Strava off"),
+    "KINDSTRIDE_STRAVA_CLIENT_SECRET": ("STRAVA_CLIENT_SECRET", None, "the Strava API app's client secret"),
+    "KINDSTRIDE_STRAVA_VERIFY_TOKEN": (
+        "STRAVA_VERIFY_TOKEN", None, "verify_token of the Strava webhook subscription (callback /strava/webhook)",
+    ),
+    "KINDSTRIDE_STRAVA_API_URL": ("STRAVA_API_URL", "https://www.strava.com/api/v3", "Strava's REST API"),
+    "KINDSTRIDE_STRAVA_OAUTH_URL": ("STRAVA_OAUTH_URL", "https://www.strava.com/oauth", "Strava's OAuth endpoints"),
 }
 
 PRODUCTION_REQUIRED = ("KINDSTRIDE_SECRET_KEY", "KINDSTRIDE_DATABASE_URL", "KINDSTRIDE_SECRETS_KEY")
@@ -67,6 +79,8 @@ def load_config(environ=None, overrides=None):
     config["SMTP_PORT"] = int(config["SMTP_PORT"])
     config["SMTP_STARTTLS"] = str(config["SMTP_STARTTLS"]).lower() in ("1", "true", "yes")
     config["PLUGINS"] = _as_list(config["PLUGINS"])
+    if isinstance(config["GATEWAY_ENDPOINTS"], str):
+        config["GATEWAY_ENDPOINTS"] = dict(item.split("=", 1) for item in _as_list(config["GATEWAY_ENDPOINTS"]))
     return config
 
 

@@ -9,7 +9,8 @@ from flask import current_app
 log = logging.getLogger(__name__)
 
 
-def send_mail(to, subject, body, reply_to=None):
+def send_mail(to, subject, body, reply_to=None, attachments=()):
+    """attachments: (filename, bytes, mime type like "application/pdf")."""
     config = current_app.config
     message = EmailMessage()
     message["From"] = config["MAIL_FROM"]
@@ -18,6 +19,9 @@ def send_mail(to, subject, body, reply_to=None):
     if reply_to:
         message["Reply-To"] = reply_to
     message.set_content(body)
+    for filename, data, mime_type in attachments:
+        maintype, _slash, subtype = mime_type.partition("/")
+        message.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
     if not config["SMTP_HOST"]:
         log.warning("no SMTP server configured; mail to %s:\nSubject: %s\n\n%s", to, subject, body)
         return

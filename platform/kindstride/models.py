@@ -2,13 +2,18 @@
 
 from kindstride.accounts.models import AccountToken, ApiToken, Operator, User, UserRole
 from kindstride.activities.models import Activity, ActivityResult
+from kindstride.activities.strava_models import StravaAthleteRoute, StravaConnection
 from kindstride.audit import AuditEntry
 from kindstride.challenges.models import Challenge, Division, Registration, RulesetVersion, Team
+from kindstride.fundraising.models import Beneficiary, Donation, FundraisingPage, Pledge
 from kindstride.leaderboards.models import ParticipantTotal, TeamTotal
+from kindstride.ledger.models import LedgerEntry, LedgerTransaction
+from kindstride.payments.models import Payment, WebhookDelivery
 from kindstride.tenancy.models import Tenant, TenantDomain, TenantSecret
 
 __all__ = [
-    "AccountToken", "Activity", "ActivityResult", "ApiToken", "AuditEntry", "Challenge", "Division", "Operator",
-    "ParticipantTotal", "Registration", "RulesetVersion", "Team", "TeamTotal", "Tenant", "TenantDomain",
-    "TenantSecret", "User", "UserRole",
+    "AccountToken", "Activity", "ActivityResult", "ApiToken", "AuditEntry", "Beneficiary", "Challenge", "Division",
+    "Donation", "FundraisingPage", "LedgerEntry", "LedgerTransaction", "Operator", "ParticipantTotal", "Payment",
+    "Pledge", "Registration", "RulesetVersion", "StravaAthleteRoute", "StravaConnection", "Team", "TeamTotal",
+    "Tenant", "TenantDomain", "TenantSecret", "User", "UserRole", "WebhookDelivery",
 ]

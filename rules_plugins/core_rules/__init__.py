@@ -8,6 +8,7 @@ by their `params_schema`.
 from kindstride.hookspecs import hookimpl
 
 from .multipliers import SCORE_MULTIPLIERS
+from .pledges import PLEDGE_RULES
 from .presets import ruleset_presets
 from .scoring import SCORING_RULES
 from .teams import TEAM_AGGREGATIONS
@@ -37,3 +38,8 @@ def register_team_aggregations():
 @hookimpl
 def register_ruleset_presets():
     return ruleset_presets()
+
+
+@hookimpl
+def register_pledge_rules():
+    return [rule() for rule in PLEDGE_RULES]

@@ -13,9 +13,9 @@ from kindstride.db import db, utcnow
 CONFIRM_EMAIL = "confirm_email"
 RESET_PASSWORD = "reset_password"
 TOKEN_LIFETIME = {CONFIRM_EMAIL: timedelta(days=3), RESET_PASSWORD: timedelta(hours=1)}
-API_SCOPES = ("read", "activities:write", "moderate", "admin")
+API_SCOPES = ("read", "activities:write", "pledges:write", "moderate", "admin")
 # Scopes that only some roles may hold: scope -> roles allowed to create a token with it.
-PRIVILEGED_SCOPES = {"admin": {"admin"}, "moderate": {"admin", "moderator"}}
+PRIVILEGED_SCOPES = {"admin": {"admin"}, "moderate": {"admin", "moderator"}, "pledges:write": {"admin", "sponsor"}}
 API_TOKEN_PREFIX = "ks_"
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 

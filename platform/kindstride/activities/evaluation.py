@@ -130,7 +130,8 @@ def challenges_for(activity):
     """The user's registrations in challenges that are not closed, with their challenges."""
     return db.session.execute(
         sa.select(Challenge, Registration).join(Registration, Registration.challenge_id == Challenge.id)
-        .where(Registration.user_id == activity.user_id, Challenge.status != CLOSED)
+        .where(Registration.user_id == activity.user_id, Registration.status == "active",
+               Challenge.status != CLOSED)
         .order_by(Challenge.id)
     ).all()
 

@@ -99,3 +99,27 @@ class Totals(MethodView):
         challenge = challenge_or_404(slug)
         totals = boards.challenge_totals(challenge)
         return {**totals.__dict__, "goal_m": challenge.goal_m}
+
+
+@blp.route("/challenges/<slug>/certificate")
+class Certificate(MethodView):
+    @blp.doc(**BEARER)
+    @blp.response(200, {"type": "string", "format": "binary"}, content_type="application/pdf",
+                  description="The caller's finisher certificate (A4 PDF) with a QR code to its public check page")
+    @blp.alt_response(404, description="No such challenge, or the caller is not registered in it")
+    @blp.alt_response(409, description="The caller has no counted kilometres yet")
+    @token_required("read")
+    def get(self, slug):
+        """The caller's certificate: name, counted km, rank and a QR code that verifies it."""
+        from kindstride.challenges import certificates
+        from kindstride.challenges.certificate_views import pdf_response, verify_url
+
+        challenge = challenge_or_404(slug)
+        registration = registration_of(challenge, g.user)
+        if registration is None:
+            abort(404, message="registration: you are not registered")
+        try:
+            certificate = certificates.issuable_certificate(registration)
+        except certificates.NoCountedDistance as error:
+            abort(409, message=f"certificate: {error}")
+        return pdf_response(certificate, verify_url(registration))

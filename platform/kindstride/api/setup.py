@@ -1,6 +1,6 @@
 from flask_smorest import Api
 
-from kindstride.api import accounts, activities, challenges, leaderboards, moderation
+from kindstride.api import accounts, activities, challenges, fundraising, leaderboards, moderation
 from kindstride.api.auth import BEARER_SCHEME
 from kindstride.security import csrf
 
@@ -14,7 +14,8 @@ def init_api(app):
         OPENAPI_JSON_PATH="openapi.json",
     )
     api = Api(app, spec_kwargs={"components": {"securitySchemes": BEARER_SCHEME}})
-    for blueprint in (accounts.blp, challenges.blp, activities.blp, leaderboards.blp, moderation.blp):
+    for blueprint in (accounts.blp, challenges.blp, activities.blp, leaderboards.blp, moderation.blp,
+                      fundraising.blp):
         csrf.exempt(blueprint)  # token-authenticated: no cookies, so no cross-site forgery
         api.register_blueprint(blueprint)
     return api

@@ -85,7 +85,7 @@ class Registration(TenantOwned, db.Model):
     """A person's entry in a challenge, with a bib number and optionally a team."""
 
     __tablename__ = "registrations"
-    tenant_refs = {"challenge_id": "challenges", "user_id": "users", "team_id": "teams"}
+    tenant_refs = {"challenge_id": "challenges", "user_id": "users", "team_id": "teams", "payment_id": "payments"}
     extra_table_args = (
         sa.UniqueConstraint("tenant_id", "challenge_id", "user_id"),
         sa.UniqueConstraint("tenant_id", "challenge_id", "bib"),
@@ -98,6 +98,9 @@ class Registration(TenantOwned, db.Model):
     display_name: Mapped[str] = mapped_column(sa.String(200))
     gender: Mapped[str | None] = mapped_column(sa.String(10))
     birth_year: Mapped[int | None]
+    # "active", or "pending_payment" until the entry fee is paid (it counts only when active).
+    status: Mapped[str] = mapped_column(sa.String(20), default="active", server_default="active")
+    payment_id: Mapped[int | None] = mapped_column(BigId)
     # Activities that start before this moment do not count (set when a team switch resets the km).
     counts_from: Mapped[object | None] = mapped_column(UTCDateTime)
     registered_at: Mapped[object] = mapped_column(UTCDateTime, default=utcnow)

@@ -36,13 +36,16 @@ def enqueue(func, *args, queue="default"):
 
 @event.listens_for(Session, "after_commit")
 def _dispatch_after_commit(session):
+    if session.in_nested_transaction():
+        return  # a SAVEPOINT released: the work is not committed until the outer transaction is
     for app, request in session.info.pop(_PENDING, []):
         _dispatch(app, request)
 
 
 @event.listens_for(Session, "after_rollback")
 def _drop_after_rollback(session):
-    session.info.pop(_PENDING, None)
+    if not session.in_nested_transaction():
+        session.info.pop(_PENDING, None)
 
 
 def redis_connection(app=None) -> Redis:

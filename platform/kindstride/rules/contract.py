@@ -105,3 +105,20 @@ class RulesetPreset:
     label: str
     description: str
     ruleset: dict
+
+
+@dataclass(frozen=True)
+class PledgeFacts:
+    """What a pledge rule may know: results and online donations within the pledge's scope."""
+
+    currency: str
+    scope_distance_m: int  # counted metres in the pledge's scope (challenge, one team, or one division)
+    challenge_distance_m: int  # counted metres of the whole challenge
+    goal_m: int | None  # the challenge's goal
+    donations: int  # online donations to the challenge, net of refunds, in minor units
+
+
+class PledgeRule(Strategy):
+    def owed(self, params: dict, facts: PledgeFacts) -> int:
+        """What the sponsor owes now, in minor units of facts.currency (never negative)."""
+        raise NotImplementedError

@@ -41,6 +41,11 @@ def app_role_statements(role):
     ]
 
 
+def append_only_statements(tables, role):
+    """The app role may read and add ledger rows, never change or remove them."""
+    return [f"REVOKE UPDATE, DELETE, TRUNCATE ON {table} FROM {role}" for table in tables]
+
+
 def apply(op, statements):
     """Run statements from a migration, on PostgreSQL only (SQLite has no row-level security)."""
     if op.get_bind().dialect.name == "postgresql":

@@ -62,9 +62,21 @@ def apply_settings(settings: dict, environ) -> str:
     tenant.currency = settings["currency"]
     tenant.timezone = settings["timezone"]
     tenant.settings = {key: settings[key] for key in ("plugins", "branding", "sso", "contact_email")}
+    tenant.settings["gateways"] = {name: {key: value for key, value in values.items() if not key.endswith("_env")}
+                                   for name, values in settings["gateways"].items()}
     _set_domains(tenant, settings["domains"])
     db.session.flush()
     notes = []
+    with tenant_scope(tenant.id):
+        for name, values in settings["gateways"].items():
+            for key, variable in values.items():
+                if not key.endswith("_env"):
+                    continue
+                field = key.removesuffix("_env")
+                if environ.get(variable):
+                    store_secret(f"gateway.{name}.{field}", environ[variable])
+                elif load_secret(f"gateway.{name}.{field}") is None:
+                    notes.append(f"{name} off until {variable} is set")
     if settings["sso"]:
         secret = environ.get(settings["sso"]["client_secret_env"])
         with tenant_scope(tenant.id):

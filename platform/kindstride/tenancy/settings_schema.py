@@ -53,6 +53,8 @@ class TenantSettingsSchema(Schema):
     contact_email = fields.Email(load_default=None)
     branding = fields.Nested(BrandingSchema, load_default=lambda: BrandingSchema().load({}))
     sso = fields.Nested(SSOSchema, load_default=None)
+    # [gateways.<name>]: public settings as values; secrets as `<field>_env = "ENV_VARIABLE"`.
+    gateways = fields.Dict(keys=fields.String(), values=fields.Dict(), load_default=dict)
 
     @validates("currency")
     def _known_currency(self, value, **kwargs):

@@ -14,7 +14,9 @@ THEME_ASSETS = {".svg": "image/svg+xml", ".png": "image/png", ".css": "text/css"
 
 @bp.route("/")
 def home():
-    return render_template("site/home.html")
+    from kindstride.challenges.views import challenge_summaries
+
+    return render_template("site/home.html", challenges=challenge_summaries())
 
 
 @bp.route("/theme.css")

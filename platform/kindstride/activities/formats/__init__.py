@@ -1,0 +1,1 @@
+"""One reader per activity file format (FIT, GPX, TCX); `kindstride.activities.parsing` chooses among them."""

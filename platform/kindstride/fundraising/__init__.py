@@ -1,0 +1,1 @@
+"""Fundraising: beneficiaries, sponsor pledges, donations and participants' fundraising pages."""

@@ -1,0 +1,1 @@
+"""The append-only, double-entry ledger: every money figure anywhere is a sum of its entries."""

@@ -1,0 +1,144 @@
+"""Sponsor pledges: per km with a cap, a milestone at the goal, matching online donations, team-bound;
+accrued into the ledger as the results change, exactly."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from kindstride.accounts import services as accounts
+from kindstride.activities.services import add_entered
+from kindstride.challenges import services as challenges
+from kindstride.db import db
+from kindstride.fundraising import services as fundraising
+from kindstride.ledger.services import Posting, problems, record
+from kindstride.tenancy.scope import tenant_scope
+from tests.support.jobs import run_queued_jobs
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture
+def event(app, tenants):
+    """Tenant beta (VND): a 10 km goal challenge, two runners in two teams, and a sponsor."""
+    with tenant_scope(tenants["beta"]):
+        people = [accounts.sign_up(f"{name}@beta.example", name.title(), "correct horse battery")
+                  for name in ("lan", "minh", "sponsor")]
+        accounts.grant_role(people[2], "sponsor")
+        challenge = challenges.create_challenge({
+            "slug": "run", "title": "Chạy", "sports": ["run"], "goal_km": 10, "divisions": ["Company"],
+            "registration_opens_at": (NOW - timedelta(days=3)).isoformat(),
+            "registration_closes_at": (NOW + timedelta(days=3)).isoformat(),
+            "counting_start": (NOW - timedelta(days=3)).isoformat(),
+            "counting_end": (NOW + timedelta(days=3)).isoformat(), "preset": "vn-charity-run-2024"})
+        division = challenges.divisions_of(challenge)[0].id
+        teams = [challenges.create_team(challenge, name, division) for name in ("Red", "Blue")]
+        for person, team in zip(people[:2], teams, strict=True):
+            challenges.register(challenge, person, {"team_id": team.id})
+        db.session.commit()
+        team_ids = [team.id for team in teams]
+    return {"tenant": tenants["beta"], "challenge": challenge, "people": people, "team_ids": team_ids}
+
+
+def _run(app, event, runner, metres):
+    with tenant_scope(event["tenant"]):
+        add_entered(event["people"][runner], {
+            "sport": "run", "start": (NOW - timedelta(hours=5 + metres / 1000)).isoformat(),
+            "moving_s": metres * 0.3, "distance_m": metres, "has_gps": True,
+            "split_paces_s_per_km": [300] * (metres // 1000)}, source="api")
+        db.session.commit()
+    run_queued_jobs(app)
+
+
+def _pledge(app, event, data):
+    with tenant_scope(event["tenant"]):
+        pledge = fundraising.add_pledge(event["challenge"], event["people"][2], data)
+        db.session.commit()
+    run_queued_jobs(app)
+    return pledge
+
+
+def _accrue(app, event):
+    with tenant_scope(event["tenant"]):
+        fundraising.accrue_pledges(event["challenge"].id)
+        db.session.commit()
+
+
+def _accrued(event, pledge):
+    with tenant_scope(event["tenant"]):
+        return fundraising.accrued(pledge)
+
+
+def test_per_km_pledge_is_rate_times_valid_km_capped(app, event):
+    per_km = _pledge(app, event, {"rule": "per_km", "params": {"rate_per_km": 1000, "cap": 12_000}})
+    _run(app, event, 0, 7_345)
+    _accrue(app, event)
+    assert _accrued(event, per_km) == 7_345  # 1,000 VND per km over 7.345 km, exactly
+    _run(app, event, 1, 8_000)
+    _accrue(app, event)
+    assert _accrued(event, per_km) == 12_000  # capped
+    with tenant_scope(event["tenant"]):
+        assert problems() == []
+        assert fundraising.money_totals(event["challenge"]).pledged == 12_000
+
+
+def test_milestone_pays_exactly_at_the_goal(app, event):
+    milestone = _pledge(app, event, {"rule": "milestone", "params": {"amount": 5_000_000}})
+    _run(app, event, 0, 9_999)
+    _accrue(app, event)
+    assert _accrued(event, milestone) == 0  # one metre short
+    _run(app, event, 1, 1_000)
+    _accrue(app, event)
+    assert _accrued(event, milestone) == 5_000_000
+
+
+def test_matching_follows_donations_up_to_its_cap(app, event):
+    matching = _pledge(app, event, {"rule": "matching", "params": {"ratio": "1", "cap": 300_000}})
+    with tenant_scope(event["tenant"]):
+        account = fundraising.donations_account(event["challenge"].id)
+        record("payment", "payment:d1:captured", "VND", [Posting("gateway:vnpay", 200_000), Posting(account, -200_000)])
+        db.session.commit()
+    _accrue(app, event)
+    assert _accrued(event, matching) == 200_000
+    with tenant_scope(event["tenant"]):
+        record("payment", "payment:d2:captured", "VND", [Posting("gateway:vnpay", 150_000), Posting(account, -150_000)])
+        db.session.commit()
+    _accrue(app, event)
+    assert _accrued(event, matching) == 300_000
+
+
+def test_a_team_bound_pledge_counts_only_that_team(app, event):
+    red = _pledge(app, event, {"rule": "per_km", "params": {"rate_per_km": 2000}, "team_id": event["team_ids"][0]})
+    _run(app, event, 0, 3_000)
+    _run(app, event, 1, 5_000)
+    _accrue(app, event)
+    assert _accrued(event, red) == 6_000
+
+
+def test_accrual_goes_down_when_results_change_and_the_ledger_keeps_history(app, event):
+    per_km = _pledge(app, event, {"rule": "per_km", "params": {"rate_per_km": 1000}})
+    _run(app, event, 0, 4_000)
+    _accrue(app, event)
+    with tenant_scope(event["tenant"]):
+        ruleset = challenges.current_ruleset(event["challenge"])
+        for entry in ruleset["validation"]:
+            if entry["rule"] == "distance_limits":
+                entry["params"]["min_m"] = 5_000
+        challenges.change_ruleset(event["challenge"], ruleset, "5 km minimum")
+        db.session.commit()
+    run_queued_jobs(app)
+    _accrue(app, event)
+    assert _accrued(event, per_km) == 0
+    with tenant_scope(event["tenant"]):
+        assert len(fundraising.ledger_transactions_for(f"pledge:{per_km.id}:")) == 2  # up, then down
+
+
+def test_bad_pledges_name_the_field(app, event):
+    with tenant_scope(event["tenant"]):
+        for data, message in (
+            ({"rule": "nope"}, "rule: choose one of"),
+            ({"rule": "per_km", "params": {"rate_per_km": -5}}, "params.rate_per_km"),
+            ({"rule": "per_km", "params": {"rate_per_km": 5}, "team_id": 99999}, "team_id: not part of"),
+        ):
+            with pytest.raises(fundraising.FundraisingError, match=message):
+                fundraising.add_pledge(event["challenge"], event["people"][2], data)
+            db.session.rollback()
