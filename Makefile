@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: demo test lint migrations-check browser-deps
+.PHONY: demo test lint migrations-check system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -14,15 +14,17 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/kindstride demo
 
-# Debian's Chromium for the browser tests (Playwright drives it; it never downloads a browser).
-browser-deps:
-	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
-	  || echo "Chromium is missing: the browser tests will be skipped (apt-get install chromium)"
+# From Debian: Chromium for the browser tests (Playwright drives it; it never downloads a browser) and
+# DejaVu fonts, which have every Vietnamese letter, for certificates and receipts.
+system-deps:
+	@{ command -v chromium >/dev/null && [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; } || \
+	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; } \
+	  || echo "Chromium or fonts-dejavu-core is missing: apt-get install chromium fonts-dejavu-core"
 
 lint: $(STAMP)
 	$(BIN)/ruff check platform rules_plugins tests migrations
 
-test: $(STAMP) browser-deps lint
+test: $(STAMP) system-deps lint
 	$(BIN)/python -m pytest
 
 # Migrate an empty PostgreSQL database and an empty SQLite file, then compare models with migrations.

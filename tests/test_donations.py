@@ -242,3 +242,41 @@ def test_bad_donations_are_refused_with_the_field_named(site):
     # A payment reference of another tenant is not found here.
     started = _donate(site["alpha"], 1050, "USD", "stripe", "click-0009").json()
     assert requests.get(f"{url}/api/v1/payments/{started['reference']}", timeout=10).status_code == 404
+
+
+def test_an_entry_ticket_completes_the_registration_only_when_paid(site, vnpay):
+    app, url = site["app"], site["beta"]
+    with app.app_context(), tenant_scope(get_tenant("beta").id):
+        runner = accounts.sign_up("runner@beta.example", "Runner", "correct horse battery")
+        _record, token = accounts.create_api_token(runner, "app", ["read", "activities:write"], 30)
+        create_challenge({
+            "slug": "final", "title": "Ticketed final", "sports": ["run"], "entry_fee": 200_000,
+            "registration_opens_at": (NOW - timedelta(days=1)).isoformat(),
+            "registration_closes_at": (NOW + timedelta(days=9)).isoformat(),
+            "counting_start": (NOW - timedelta(days=1)).isoformat(),
+            "counting_end": (NOW + timedelta(days=9)).isoformat(), "preset": "vn-charity-run-2024"})
+        db.session.commit()
+    headers = {"Authorization": f"Bearer {token}"}
+    unpaid = requests.post(f"{url}/api/v1/challenges/final/registrations", json={}, headers=headers, timeout=10)
+    assert unpaid.status_code == 422 and "entry fee" in unpaid.json()["message"]
+    registered = requests.post(f"{url}/api/v1/challenges/final/registrations", headers=headers, timeout=10,
+                               json={"gateway": "vnpay", "idempotency_key": "ticket-0001"})
+    assert registered.status_code == 201, registered.text
+    assert registered.json()["status"] == "pending_payment" and registered.json()["payment_redirect_url"]
+    run = {"sport": "run", "start": (NOW - timedelta(hours=3)).isoformat(), "moving_s": 1800, "distance_m": 6000,
+           "has_gps": True, "split_paces_s_per_km": [300] * 6}
+    assert requests.post(f"{url}/api/v1/activities", json=run, headers=headers, timeout=10).status_code == 201
+    run_queued_jobs(app)
+    board = requests.get(f"{url}/api/v1/challenges/final/leaderboard", timeout=10).json()
+    assert board[0]["distance_m"] == 0  # not counted while the ticket is unpaid
+
+    requests.get(registered.json()["payment_redirect_url"], allow_redirects=False, timeout=10)
+    payment = _payment(app, "beta", registered.json()["payment_reference"])
+    assert vnpay.send_ipn(payment.gateway_ref, f"{url}/payments/vnpay/webhook").json()["RspCode"] == "00"
+    mine = requests.get(f"{url}/api/v1/challenges/final/registration", headers=headers, timeout=10).json()
+    assert mine["status"] == "active"
+    assert requests.get(f"{url}/api/v1/challenges/final/leaderboard", timeout=10).json()[0]["distance_m"] == 6000
+    with app.app_context(), tenant_scope(get_tenant("beta").id):
+        from kindstride.ledger.services import balance
+
+        assert balance("entry_fees:") == -200_000 and problems() == []

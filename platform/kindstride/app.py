@@ -138,7 +138,9 @@ def _out_of_range(error):
 def _error_page(code, template):
     def handler(error):
         if request.path.startswith("/api/"):
-            return {"code": code, "status": error.name, "message": error.description}, code
+            # flask-smorest's abort(..., message=...) carries the message that names the field in `data`.
+            message = (getattr(error, "data", None) or {}).get("message") or error.description
+            return {"code": code, "status": error.name, "message": message}, code
         return render_template(f"errors/{template}.html"), code
 
     return handler

@@ -1,12 +1,14 @@
 """Finding the real PostgreSQL and Redis this run may use."""
 
+import os
 import socket
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 LOCAL_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-LOCAL_REDIS = "redis://127.0.0.1:6379/13"
+# A database of its own per test run (by process id), so two runs on one machine never share queues.
+LOCAL_REDIS = f"redis://127.0.0.1:6379/{1 + os.getpid() % 15}"
 
 
 def _port_open(host, port):

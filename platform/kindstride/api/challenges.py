@@ -1,7 +1,7 @@
 """API: challenges, their rulesets and presets, registrations and teams."""
 
 import sqlalchemy as sa
-from flask import g
+from flask import g, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 from marshmallow import Schema, fields
@@ -11,6 +11,7 @@ from kindstride.api.common import challenge_or_404, refuse
 from kindstride.challenges import rulesets, services
 from kindstride.challenges.models import Team
 from kindstride.db import db
+from kindstride.payments.contract import GatewayError
 from kindstride.web.sites import tenant_site_only
 
 blp = Blueprint("api_challenges", __name__, url_prefix="/api/v1", description="Challenges, rulesets, teams")
@@ -36,6 +37,7 @@ class ChallengeOutSchema(Schema):
     goal_m = fields.Integer(allow_none=True)
     team_size_cap = fields.Integer(allow_none=True)
     team_switch_policy = fields.String()
+    entry_fee_minor = fields.Integer(allow_none=True)
     allow_individual = fields.Boolean()
     allow_teams = fields.Boolean()
     ruleset_version = fields.Integer()
@@ -63,6 +65,10 @@ class PresetSchema(Schema):
 class RegistrationOutSchema(Schema):
     id = fields.Integer()
     bib = fields.Integer()
+    status = fields.String()
+    payment_reference = fields.String(allow_none=True)
+    payment_redirect_url = fields.String(allow_none=True)
+    payment_client_secret = fields.String(allow_none=True)
     team_id = fields.Integer(allow_none=True)
     display_name = fields.String()
     gender = fields.String(allow_none=True)
@@ -182,13 +188,29 @@ class Registrations(MethodView):
         """Register the caller: alone, creating a team (new_team, division_id), joining one (team_id or
         join_code); optional gender and birth_year for category leaderboards."""
         challenge = challenge_or_404(slug)
+        payment = created = None
         try:
             registration = services.register(challenge, g.user, data)
+            if challenge.entry_fee_minor:
+                gateway = str(data.get("gateway") or "none")
+                payment, created = services.start_entry_fee(
+                    challenge, registration, g.user, data,
+                    return_url=url_for("payments.payer_return", gateway_name=gateway, _external=True),
+                    notify_url=url_for("payments.webhook", gateway_name=gateway, _external=True))
         except services.ChallengeError as error:
             db.session.rollback()
             refuse(error)
+        except GatewayError as error:
+            db.session.rollback()
+            abort(502, message=f"gateway: {error}")
         db.session.commit()
-        return registration
+        out = {name: getattr(registration, name) for name in RegistrationOutSchema._declared_fields
+               if hasattr(registration, name)}
+        if payment is not None:
+            out.update(payment_reference=payment.reference,
+                       payment_redirect_url=created.redirect_url if created else None,
+                       payment_client_secret=created.client_secret if created else None)
+        return out
 
 
 @blp.route("/challenges/<slug>/registration")

@@ -36,6 +36,9 @@ class ChallengeSchema(Schema):
                                        validate=validate.OneOf([SWITCH_FREE, SWITCH_LOCKED, SWITCH_RESET]))
     allow_individual = fields.Boolean(load_default=True)
     allow_teams = fields.Boolean(load_default=True)
+    entry_fee = fields.Integer(load_default=None, allow_none=True, strict=True,
+                               validate=validate.Range(min=1, max=10**12),
+                               metadata={"description": "in minor units of the tenant's currency"})
     divisions = fields.List(fields.String(validate=validate.Length(min=1, max=100)), load_default=list)
     qualifiers = fields.List(fields.Nested(QualifierSchema), load_default=list)
     preset = fields.String(load_default=None, allow_none=True)
@@ -73,4 +76,6 @@ class RegistrationSchema(Schema):
     division_id = fields.Integer(load_default=None, allow_none=True)
     join_code = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=16))
     gender = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(["female", "male", "other"]))
+    gateway = fields.String(load_default=None, allow_none=True, metadata={"description": "to pay an entry fee"})
+    idempotency_key = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=8, max=64))
     birth_year = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1900, max=2100))

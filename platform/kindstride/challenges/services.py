@@ -60,7 +60,7 @@ def create_challenge(data, created_by=None) -> Challenge:
         counting_start=values["counting_start"], counting_end=values["counting_end"],
         goal_m=values["goal_km"] * 1000 if values["goal_km"] else None, team_size_cap=values["team_size_cap"],
         team_switch_policy=values["team_switch_policy"], allow_individual=values["allow_individual"],
-        allow_teams=values["allow_teams"], qualifiers=values["qualifiers"],
+        allow_teams=values["allow_teams"], qualifiers=values["qualifiers"], entry_fee_minor=values["entry_fee"],
     )
     db.session.add(challenge)
     db.session.flush()
@@ -163,7 +163,8 @@ def register(challenge, user, data, now=None) -> Registration:
     bib = (db.session.scalar(sa.select(sa.func.max(Registration.bib))
                              .where(Registration.challenge_id == challenge.id)) or 0) + 1
     registration = Registration(challenge_id=challenge.id, user_id=user.id, bib=bib, display_name=user.name,
-                                gender=values["gender"], birth_year=values["birth_year"])
+                                gender=values["gender"], birth_year=values["birth_year"],
+                                status="pending_payment" if challenge.entry_fee_minor else "active")
     db.session.add(registration)
     db.session.flush()
     team = _team_for(challenge, registration, values, user)
@@ -175,6 +176,25 @@ def register(challenge, user, data, now=None) -> Registration:
         _refresh_team(challenge, team.id)
     audit.record("registration.created", "registration", registration.id, bib=bib, team_id=registration.team_id)
     return registration
+
+
+def start_entry_fee(challenge, registration, user, values, return_url, notify_url):
+    """Begin paying a registration's entry fee; the registration counts once the payment succeeds."""
+    from kindstride.payments import services as payments
+
+    if not values.get("gateway") or not values.get("idempotency_key"):
+        raise ChallengeError("gateway: this challenge has an entry fee: choose how to pay (gateway and "
+                             "idempotency_key)")
+    try:
+        payment, created = payments.start_payment(
+            purpose="entry_fee", income_account=f"entry_fees:{challenge.id}", amount=challenge.entry_fee_minor,
+            currency=current_tenant().currency, gateway_name=values["gateway"],
+            idempotency_key=values["idempotency_key"], description=f"{challenge.title}: bib {registration.bib}",
+            return_url=return_url, notify_url=notify_url, payer_email=user.email, locale=current_tenant().locale)
+    except payments.PaymentError as error:
+        raise ChallengeError(*error.errors) from None
+    registration.payment_id = payment.id
+    return payment, created
 
 
 def _team_for(challenge, registration, values, user):

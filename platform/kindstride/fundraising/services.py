@@ -234,9 +234,15 @@ def payment_succeeded(payment):
         enqueue(send_donation_receipt, donation.id, queue="high")
         enqueue(accrue_pledges, donation.challenge_id)  # matching pledges follow donations
     elif payment.purpose == "entry_fee":
+        from kindstride.activities.evaluation import reevaluate_registration
+        from kindstride.challenges.models import Challenge
+
         registration = db.session.scalar(sa.select(Registration).where(Registration.payment_id == payment.id))
-        if registration is not None:
+        if registration is not None and registration.status != "active":
             registration.status = "active"
+            # Activities recorded while the payment was pending count from now on.
+            reevaluate_registration(db.session.get(Challenge, registration.challenge_id), registration)
+            audit.record("registration.paid", "registration", registration.id, payment=payment.reference)
 
 
 @dataclass(frozen=True)

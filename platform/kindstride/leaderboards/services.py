@@ -131,7 +131,8 @@ def individual_board(challenge, page=1, gender=None, age_group=None, search=None
     if search:
         term = search.strip()
         if term.isdigit():
-            query = query.where(ranked.c.bib == int(term))
+            # A bib is an int; a longer string of digits can match no one (and would overflow the column).
+            query = query.where(ranked.c.bib == int(term)) if len(term) <= 9 else query.where(sa.false())
         else:
             query = query.where(sa.func.lower(ranked.c.display_name).contains(term.lower(), autoescape=True))
     query = query.order_by(ranked.c.rank).limit(PAGE_SIZE).offset((max(page, 1) - 1) * PAGE_SIZE)
