@@ -92,7 +92,8 @@ def _apply(app, vnpay, tenant_id, challenge_id, runner_id, operation, started):
         gateway_ref = started[operation[1] % len(started)]
         payments.handle_webhook("vnpay", {}, b"", vnpay.ipn_params(gateway_ref))
     elif kind == "refund" and started:
-        payment = db.session.scalar(sa.select(Payment).where(Payment.gateway_ref == started[operation[1] % len(started)]))
+        gateway_ref = started[operation[1] % len(started)]
+        payment = db.session.scalar(sa.select(Payment).where(Payment.gateway_ref == gateway_ref))
         if payment.status == "succeeded" and payment.amount > payment.refunded:
             payments.refund(payment, min(operation[2], payment.amount - payment.refunded))
     elif kind == "run":
