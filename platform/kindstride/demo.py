@@ -10,6 +10,7 @@ from werkzeug.serving import run_simple
 from kindstride.accounts import services as accounts
 from kindstride.accounts.models import Operator
 from kindstride.db import db, utcnow
+from kindstride.demo_data import seed_event
 from kindstride.tenancy.models import Tenant
 from kindstride.tenancy.scope import tenant_scope
 from kindstride.tenancy.services import sync_tenants
@@ -44,6 +45,12 @@ def demo_command(port, no_serve):
     for line in sync_tenants(current_app.config["TENANTS_DIR"]):
         click.echo(line)
     seed_demo_accounts()
+    for tenant in db.session.scalars(sa.select(Tenant).order_by(Tenant.slug)).all():
+        with tenant_scope(tenant.id):
+            line = seed_event(tenant, DEMO_PASSWORD)
+            db.session.commit()
+        if line:
+            click.echo(line)
     base = current_app.config["BASE_DOMAIN"]
     click.echo(f"\nOperator site: http://{base}:{port}/  ({OPERATOR_EMAIL} / {DEMO_PASSWORD})")
     for tenant in db.session.scalars(sa.select(Tenant).order_by(Tenant.slug)):
