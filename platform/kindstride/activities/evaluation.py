@@ -17,6 +17,7 @@ from kindstride.challenges import rulesets
 from kindstride.challenges.models import CLOSED, Challenge, Registration, RulesetVersion
 from kindstride.db import db, utcnow
 from kindstride.leaderboards.services import refresh_participant, refresh_team
+from kindstride.plugins import plugin_host
 from kindstride.rules.contract import FLAG, REJECT, ActivityFacts, ChallengeContext, Reason
 from kindstride.tenancy.models import Tenant
 
@@ -149,7 +150,9 @@ def evaluate_activity(activity_id):
             continue  # far outside the window: not this challenge's business
         # Later same-day activities may change verdict (daily limits): judge the day again in order.
         for later in _same_day_from(challenge, registration, activity):
-            record(challenge, registration, later, ruleset)
+            result = record(challenge, registration, later, ruleset)
+            if later is activity and result.status == ACCEPTED:
+                plugin_host().manager.hook.activity_accepted(tenant_id=activity.tenant_id, activity_id=activity.id)
         refresh_participant(registration.id, ruleset.team_aggregation)
 
 

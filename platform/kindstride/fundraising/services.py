@@ -233,6 +233,7 @@ def payment_succeeded(payment):
 
         enqueue(send_donation_receipt, donation.id, queue="high")
         enqueue(accrue_pledges, donation.challenge_id)  # matching pledges follow donations
+        plugin_host().manager.hook.donation_succeeded(tenant_id=donation.tenant_id, donation_id=donation.id)
     elif payment.purpose == "entry_fee":
         from kindstride.activities.evaluation import reevaluate_registration
         from kindstride.challenges.models import Challenge

@@ -7,6 +7,7 @@ exactly one tenant scope.
 import sqlalchemy as sa
 
 from kindstride.accounts.maintenance import purge_spent_account_tokens
+from kindstride.challenges.lifecycle import close_finished_challenges
 from kindstride.db import db
 from kindstride.jobs.queue import enqueue
 from kindstride.tenancy.models import ACTIVE, Tenant
@@ -15,6 +16,7 @@ from kindstride.tenancy.scope import tenant_scope
 # (tenant job, interval in seconds)
 SCHEDULE = [
     (purge_spent_account_tokens, 3600),
+    (close_finished_challenges, 900),
 ]
 
 
