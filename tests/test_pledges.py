@@ -142,3 +142,40 @@ def test_bad_pledges_name_the_field(app, event):
             with pytest.raises(fundraising.FundraisingError, match=message):
                 fundraising.add_pledge(event["challenge"], event["people"][2], data)
             db.session.rollback()
+
+
+def test_an_unbound_pledge_is_shared_by_the_beneficiaries_runners_picked(app, tenants):
+    with tenant_scope(tenants["beta"]):
+        people = [accounts.sign_up(f"{name}@beta.example", name.title(), "correct horse battery")
+                  for name in ("lan", "minh", "hoa", "sponsor")]
+        challenge = challenges.create_challenge({
+            "slug": "pick", "title": "Pick", "sports": ["run"],
+            "registration_opens_at": (NOW - timedelta(days=3)).isoformat(),
+            "registration_closes_at": (NOW + timedelta(days=3)).isoformat(),
+            "counting_start": (NOW - timedelta(days=3)).isoformat(),
+            "counting_end": (NOW + timedelta(days=3)).isoformat(), "preset": "vn-charity-run-2024"})
+        hearts = fundraising.add_beneficiary(challenge, {"name": "Hearts"})
+        books = fundraising.add_beneficiary(challenge, {"name": "Books"})
+        db.session.commit()
+        with pytest.raises(challenges.ChallengeError, match="beneficiary_id: not a beneficiary"):
+            challenges.register(challenge, people[0], {"beneficiary_id": 999999})
+        db.session.rollback()
+        for person, beneficiary, metres in ((people[0], hearts.id, 5_000), (people[1], books.id, 2_001),
+                                            (people[2], None, 3_000)):
+            challenges.register(challenge, person, {"beneficiary_id": beneficiary})
+            add_entered(person, {"sport": "run", "start": (NOW - timedelta(hours=6)).isoformat(),
+                                 "moving_s": metres * 0.3, "distance_m": metres, "has_gps": True,
+                                 "split_paces_s_per_km": [300] * (metres // 1000)}, source="api")
+        pledge = fundraising.add_pledge(challenge, people[3], {"rule": "per_km", "params": {"rate_per_km": 1000}})
+        db.session.commit()
+        hearts_id, books_id = hearts.id, books.id
+    run_queued_jobs(app)
+    with tenant_scope(tenants["beta"]):
+        fundraising.accrue_pledges(challenge.id)
+        fundraising.accrue_pledges(challenge.id)  # again: nothing more
+        db.session.commit()
+        totals = fundraising.money_totals(db.session.get(challenges.Challenge, challenge.id))
+        # 10,001 m at 1,000 VND/km = 10,001 VND, shared 5,000 : 2,001 : 3,000 by metres, to the unit.
+        assert totals.pledged == 10_001
+        assert totals.pledged_by_beneficiary == {hearts_id: 5_000, books_id: 2_001, None: 3_000}
+        assert fundraising.accrued(pledge) == 10_001 and problems() == []

@@ -73,6 +73,7 @@ class RegistrationOutSchema(Schema):
     display_name = fields.String()
     gender = fields.String(allow_none=True)
     birth_year = fields.Integer(allow_none=True)
+    beneficiary_id = fields.Integer(allow_none=True)
 
 
 class TeamOutSchema(Schema):

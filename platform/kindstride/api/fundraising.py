@@ -182,8 +182,11 @@ class Money(MethodView):
         names = {b.id: b.name for b in db.session.scalars(sa.select(Beneficiary))}
         return {"currency": totals.currency, "donated": totals.donated, "pledged": totals.pledged,
                 "total": totals.total,
-                "by_beneficiary": [{"beneficiary_id": key, "name": names.get(key), "donated": amount}
-                                   for key, amount in sorted(totals.by_beneficiary.items(), key=lambda i: i[0] or 0)]}
+                "by_beneficiary": [{"beneficiary_id": key, "name": names.get(key),
+                                    "donated": totals.by_beneficiary.get(key, 0),
+                                    "pledged": totals.pledged_by_beneficiary.get(key, 0)}
+                                   for key in sorted(set(totals.by_beneficiary) | set(totals.pledged_by_beneficiary),
+                                                     key=lambda key: key or 0)]}
 
 
 @blp.route("/challenges/<slug>/donations")

@@ -85,7 +85,8 @@ class Registration(TenantOwned, db.Model):
     """A person's entry in a challenge, with a bib number and optionally a team."""
 
     __tablename__ = "registrations"
-    tenant_refs = {"challenge_id": "challenges", "user_id": "users", "team_id": "teams", "payment_id": "payments"}
+    tenant_refs = {"challenge_id": "challenges", "user_id": "users", "team_id": "teams", "payment_id": "payments",
+                   "beneficiary_id": "beneficiaries"}
     extra_table_args = (
         sa.UniqueConstraint("tenant_id", "challenge_id", "user_id"),
         sa.UniqueConstraint("tenant_id", "challenge_id", "bib"),
@@ -101,6 +102,8 @@ class Registration(TenantOwned, db.Model):
     # "active", or "pending_payment" until the entry fee is paid (it counts only when active).
     status: Mapped[str] = mapped_column(sa.String(20), default="active", server_default="active")
     payment_id: Mapped[int | None] = mapped_column(BigId)
+    # The partner charity this participant's kilometres raise money for, where the challenge lets them choose.
+    beneficiary_id: Mapped[int | None] = mapped_column(BigId)
     # Activities that start before this moment do not count (set when a team switch resets the km).
     counts_from: Mapped[object | None] = mapped_column(UTCDateTime)
     registered_at: Mapped[object] = mapped_column(UTCDateTime, default=utcnow)

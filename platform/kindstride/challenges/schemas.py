@@ -76,6 +76,8 @@ class RegistrationSchema(Schema):
     division_id = fields.Integer(load_default=None, allow_none=True)
     join_code = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=16))
     gender = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(["female", "male", "other"]))
+    beneficiary_id = fields.Integer(load_default=None, allow_none=True,
+                                    metadata={"description": "the partner charity your kilometres raise money for"})
     gateway = fields.String(load_default=None, allow_none=True, metadata={"description": "to pay an entry fee"})
     idempotency_key = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=8, max=64))
     birth_year = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1900, max=2100))

@@ -164,6 +164,7 @@ def register(challenge, user, data, now=None) -> Registration:
                              .where(Registration.challenge_id == challenge.id)) or 0) + 1
     registration = Registration(challenge_id=challenge.id, user_id=user.id, bib=bib, display_name=user.name,
                                 gender=values["gender"], birth_year=values["birth_year"],
+                                beneficiary_id=_beneficiary_of(challenge, values["beneficiary_id"]),
                                 status="pending_payment" if challenge.entry_fee_minor else "active")
     db.session.add(registration)
     db.session.flush()
@@ -213,6 +214,15 @@ def _team_for(challenge, registration, values, user):
             raise ChallengeError("team_id: no such team in this challenge")
         return _check_room(challenge, team)
     return None
+
+
+def _beneficiary_of(challenge, beneficiary_id):
+    from kindstride.fundraising.models import Beneficiary
+
+    if beneficiary_id is not None and db.session.scalar(sa.select(Beneficiary.id).where(
+            Beneficiary.id == beneficiary_id, Beneficiary.challenge_id == challenge.id)) is None:
+        raise ChallengeError("beneficiary_id: not a beneficiary of this challenge")
+    return beneficiary_id
 
 
 def _refresh_team(challenge, team_id):

@@ -46,8 +46,13 @@ def donations_account(challenge_id, beneficiary_id=None):
     return f"donations:{challenge_id}:{beneficiary_id or 'general'}"
 
 
-def pledge_account(pledge):
-    return f"pledges:{pledge.challenge_id}:{pledge.id}"
+def pledge_account(pledge, beneficiary_id=None):
+    """The income account of a pledge's accrual for one beneficiary ("general" when none was chosen)."""
+    return f"pledges:{pledge.challenge_id}:{pledge.id}:{beneficiary_id or 'general'}"
+
+
+def pledge_accounts(pledge):
+    return f"pledges:{pledge.challenge_id}:{pledge.id}:"
 
 
 def receivable_account(pledge):
@@ -148,20 +153,55 @@ def owed(pledge) -> int:
 
 
 def accrued(pledge) -> int:
-    return -balance(pledge_account(pledge), pledge.currency)
+    return -balance(pledge_accounts(pledge), pledge.currency)
+
+
+def allocation(pledge, amount) -> dict:
+    """How a pledge's amount is shared between beneficiaries: all to the one it is bound to, else in
+    proportion to the counted metres of the participants who chose each beneficiary (None: no choice).
+    Integer shares by largest remainder, so they add up to the amount exactly."""
+    from kindstride.leaderboards.models import ParticipantTotal
+
+    if pledge.beneficiary_id or amount == 0:
+        return {pledge.beneficiary_id: amount}
+    query = (sa.select(Registration.beneficiary_id, sa.func.sum(ParticipantTotal.distance_m))
+             .join(ParticipantTotal, ParticipantTotal.registration_id == Registration.id)
+             .where(Registration.challenge_id == pledge.challenge_id).group_by(Registration.beneficiary_id))
+    if pledge.team_id:
+        query = query.where(ParticipantTotal.team_id == pledge.team_id)
+    weights = {beneficiary: int(metres or 0) for beneficiary, metres in db.session.execute(query)}
+    total = sum(weights.values())
+    if total == 0:
+        return {None: amount}
+    shares = {key: amount * weight // total for key, weight in weights.items()}
+    by_remainder = sorted(weights, key=lambda key: (-(amount * weights[key] % total), str(key)))
+    for key in by_remainder[: amount - sum(shares.values())]:
+        shares[key] += 1
+    return {key: share for key, share in shares.items() if share}
 
 
 def accrue_pledges(challenge_id):
-    """A tenant job: bring every pledge's accrual to what it owes now (a ledger delta, idempotent)."""
+    """A tenant job: bring every pledge's accrual, per beneficiary, to what it owes now (idempotent)."""
     for pledge in db.session.scalars(sa.select(Pledge).where(Pledge.challenge_id == challenge_id)).all():
-        target = owed(pledge)
-        delta = target - accrued(pledge)
-        if delta:
-            # The reference names the level reached: running twice at once records it once.
-            with db.session.begin_nested():
-                record("pledge_accrual", f"pledge:{pledge.id}:accrued-to:{target}:from:{target - delta}",
-                       pledge.currency, [Posting(receivable_account(pledge), delta),
-                                         Posting(pledge_account(pledge), -delta)])
+        targets = allocation(pledge, owed(pledge))
+        current = {account.rsplit(":", 1)[1]: -amount for (account, currency), amount
+                   in balances_by_account(pledge_accounts(pledge)).items() if currency == pledge.currency}
+        wanted = {str(key or "general"): amount for key, amount in targets.items()}
+        deltas = {key: wanted.get(key, 0) - current.get(key, 0) for key in set(wanted) | set(current)}
+        postings = [Posting(f"{pledge_accounts(pledge)}{key}", -delta) for key, delta in sorted(deltas.items())
+                    if delta]
+        if not postings:
+            continue
+        total_delta = sum(deltas.values())
+        if total_delta:
+            postings.append(Posting(receivable_account(pledge), total_delta))
+        # The reference names the step (how many accruals came before) and the state reached: two jobs
+        # running at once compute the same reference and the ledger records the step once.
+        steps = db.session.scalar(sa.select(sa.func.count()).select_from(LedgerTransaction).where(
+            LedgerTransaction.reference.startswith(f"pledge:{pledge.id}:accrual:", autoescape=True)))
+        state = ",".join(f"{key}={amount}" for key, amount in sorted(wanted.items())) or "0"
+        with db.session.begin_nested():
+            record("pledge_accrual", f"pledge:{pledge.id}:accrual:{steps}:{state}"[:200], pledge.currency, postings)
 
 
 def record_pledge_payment(pledge, amount, reference):
@@ -252,22 +292,29 @@ class MoneyTotals:
     donated: int
     pledged: int
     by_beneficiary: dict  # beneficiary id or None -> donated amount
+    pledged_by_beneficiary: dict  # beneficiary id or None -> pledged amount allocated to it
 
     @property
     def total(self):
         return self.donated + self.pledged
 
 
-def money_totals(challenge) -> MoneyTotals:
-    currency = _tenant().currency
-    donated = balances_by_account(f"donations:{challenge.id}:")
-    by_beneficiary = {}
-    for (account, account_currency), amount in donated.items():
+def _by_beneficiary(prefix, currency):
+    amounts = {}
+    for (account, account_currency), amount in balances_by_account(prefix).items():
         if account_currency == currency:
             key = account.rsplit(":", 1)[1]
-            by_beneficiary[None if key == "general" else int(key)] = -amount
-    return MoneyTotals(currency=currency, donated=sum(by_beneficiary.values()),
-                       pledged=-balance(f"pledges:{challenge.id}:", currency), by_beneficiary=by_beneficiary)
+            beneficiary = None if key == "general" else int(key)
+            amounts[beneficiary] = amounts.get(beneficiary, 0) - amount
+    return amounts
+
+
+def money_totals(challenge) -> MoneyTotals:
+    currency = _tenant().currency
+    donated = _by_beneficiary(f"donations:{challenge.id}:", currency)
+    pledged = _by_beneficiary(f"pledges:{challenge.id}:", currency)
+    return MoneyTotals(currency=currency, donated=sum(donated.values()), pledged=sum(pledged.values()),
+                       by_beneficiary=donated, pledged_by_beneficiary=pledged)
 
 
 def public_donations(challenge, limit=20):
@@ -281,5 +328,6 @@ def public_donations(challenge, limit=20):
 
 
 def ledger_transactions_for(reference_prefix):
+    """The ledger transactions whose reference starts with the prefix (a payment's, a pledge's)."""
     return db.session.scalars(sa.select(LedgerTransaction).where(
         LedgerTransaction.reference.startswith(reference_prefix, autoescape=True))).all()

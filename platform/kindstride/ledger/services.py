@@ -5,8 +5,8 @@ Accounts are names with a prefix that says what they are:
   bank                            money received outside gateways, e.g. a sponsor's transfer (asset)
   fees:<gateway>                  what gateways charged (expense)
   donations:<challenge>:<beneficiary or "general">   donations received (income, credit balance)
-  pledges:<pledge>                sponsor pledges accrued (income, credit balance)
-  receivable:pledge:<pledge>      what a sponsor owes on a pledge (asset)
+  pledges:<challenge>:<pledge>:<beneficiary or "general">   pledges accrued, shared by beneficiary (income)
+  receivable:pledge:<challenge>:<pledge>   what a sponsor owes on a pledge (asset)
   entry_fees:<challenge>          registration fees (income)
 Every transaction sums to zero per currency; nothing is ever updated or deleted (a correction is a new
 transaction), and PostgreSQL refuses UPDATE and DELETE on these tables to the app role.
