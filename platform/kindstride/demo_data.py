@@ -106,6 +106,7 @@ def seed_event(tenant, password):
     divisions = challenges.divisions_of(challenge)
     teams = [challenges.create_team(challenge, name, divisions[index % len(divisions)].id if divisions else None)
              for index, name in enumerate(plan.teams)]
+    beneficiaries = [fundraising.add_beneficiary(challenge, {"name": name}) for name in plan.beneficiaries]
     password_hash = hash_password(password)  # one hash for every demo runner: argon2 is slow on purpose
     users = []
     for number in range(plan.participants):
@@ -119,11 +120,12 @@ def seed_event(tenant, password):
         team = rng.choice(teams) if rng.random() < 0.85 else None
         challenges.register(challenge, user, {"team_id": team.id if team else None,
                                               "gender": rng.choice(["female", "male"]),
-                                              "birth_year": rng.randint(1965, 2006)}, now=start)
+                                              "birth_year": rng.randint(1965, 2006),
+                                              "beneficiary_id": rng.choice(beneficiaries).id}, now=start)
     _seed_activities(challenge, plan, users, rng, start, now)
     db.session.flush()
     reevaluate_challenge(challenge.id, challenge.ruleset_version)
-    _seed_money(tenant, challenge, plan, rng)
+    _seed_money(tenant, challenge, plan, rng, beneficiaries)
     return f"  {tenant.slug}: {plan.participants} participants, {plan.activities} activities in '{plan.title}'"
 
 
@@ -148,12 +150,11 @@ def _seed_activities(challenge, plan, users, rng, start, now):
             fingerprint=hashlib.sha256(f"demo|{challenge.id}|{number}".encode()).hexdigest()))
 
 
-def _seed_money(tenant, challenge, plan, rng):
-    beneficiaries = [fundraising.add_beneficiary(challenge, {"name": name}) for name in plan.beneficiaries]
+def _seed_money(tenant, challenge, plan, rng, beneficiaries):
     sponsor = db.session.scalar(sa.select(User).where(User.email == f"sponsor@{tenant.slug}.example"))
     if sponsor is not None:
-        fundraising.add_pledge(challenge, sponsor, {"rule": "per_km", "params": {"rate_per_km": plan.pledge_rate},
-                                                    "beneficiary_id": beneficiaries[0].id})
+        # Shared between the charities the runners picked, by their kilometres.
+        fundraising.add_pledge(challenge, sponsor, {"rule": "per_km", "params": {"rate_per_km": plan.pledge_rate}})
         fundraising.add_pledge(challenge, sponsor, {"rule": "milestone", "params": {
             "amount": plan.donation_amounts[-1] * 100}})
     for number in range(40):
