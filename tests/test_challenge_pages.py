@@ -10,6 +10,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+import sqlalchemy as sa
 
 from kindstride.accounts import services as accounts
 from kindstride.accounts.models import User
@@ -491,3 +492,24 @@ def test_pages_speak_the_tenants_language_and_other_tenants_slugs_are_404(site, 
     assert beta.get("/challenges/run-2024").status_code == 404
     assert beta.get("/admin/challenges/run-2024/ruleset").status_code == 404
     assert "run-2024" not in _text(beta.get("/"))
+
+
+def test_register_page_lets_a_runner_pick_the_charity_their_km_raise_money_for(site, app, tenants):
+    from kindstride.challenges.models import Registration
+    from kindstride.challenges.services import get_challenge
+    from kindstride.db import db
+    from kindstride.fundraising.services import add_beneficiary
+    from kindstride.tenancy.scope import tenant_scope
+
+    clients, _tokens = site
+    create_challenge(clients["admin"])
+    with tenant_scope(tenants["alpha"]):
+        hearts = add_beneficiary(get_challenge("run-2024"), {"name": "Children's Hearts"})
+        db.session.commit()
+        hearts_id = hearts.id
+    page = clients["an"].get("/challenges/run-2024/register")
+    assert "Children&#39;s Hearts" in _text(page) and 'for="f-beneficiary_id"' in _text(page)
+    done = clients["an"].submit("/challenges/run-2024/register", {"mode": "alone", "beneficiary_id": hearts_id})
+    assert done.status_code == 302
+    with tenant_scope(tenants["alpha"]):
+        assert db.session.scalar(sa.select(Registration.beneficiary_id)) == hearts_id

@@ -7,6 +7,7 @@ in its locale. Domain rules stay in the services: these views read forms, call a
 """
 
 import re
+import secrets
 import zoneinfo
 from datetime import datetime, time
 
@@ -36,8 +37,11 @@ from kindstride.challenges.models import (
     Team,
 )
 from kindstride.db import db, utcnow
+from kindstride.fundraising.receipts import money
+from kindstride.fundraising.services import beneficiaries_of
 from kindstride.leaderboards import services as boards
 from kindstride.leaderboards.models import TeamTotal
+from kindstride.payments.services import gateways_of
 from kindstride.plugins import plugin_host
 from kindstride.rules.contract import SPORTS
 from kindstride.rules.messages import reason_message
@@ -379,14 +383,26 @@ def register_page(slug):
         gender = request.form.get("gender") or None
         birth_year = form_value("birth_year", 10)
         if not errors:
-            data.update(gender=gender, birth_year=birth_year or None)
+            data.update(gender=gender, birth_year=birth_year or None,
+                        beneficiary_id=request.form.get("beneficiary_id", type=int))
+            created = None
             try:
                 registration = services.register(challenge, g.user, data)
+                if challenge.entry_fee_minor:
+                    gateway = form_value("gateway", 30)
+                    _payment, created = services.start_entry_fee(
+                        challenge, registration, g.user,
+                        {"gateway": gateway, "idempotency_key": form_value("idempotency_key", 64)},
+                        return_url=url_for("payments.payer_return", gateway_name=gateway or "none", _external=True),
+                        notify_url=url_for("payments.webhook", gateway_name=gateway or "none", _external=True))
                 db.session.commit()
             except services.ChallengeError as error:
                 db.session.rollback()
-                errors = errors_from(error, TEAM_FIELDS, rename={"challenge": GENERAL})
+                errors = errors_from(error, TEAM_FIELDS + ("beneficiary_id", "gateway"),
+                                     rename={"challenge": GENERAL, "idempotency_key": "gateway"})
             else:
+                if created is not None and created.redirect_url:
+                    return redirect(created.redirect_url)  # the ticket is paid on the gateway's page
                 flash(_("You are registered for %(title)s. Your bib number is %(bib)s.", title=challenge.title,
                         bib=registration.bib), "success")
                 return redirect(url_for("challenges.challenge_page", slug=challenge.slug))
@@ -395,6 +411,11 @@ def register_page(slug):
         mode=request.form.get("mode") or modes[0], division_options=_division_options(challenge),
         teams=_teams_to_join(challenge) if challenge.allow_teams else [], genders=GENDER_LABELS,
         is_open=registration_open(challenge),
+        beneficiary_options=[(b.id, b.name) for b in beneficiaries_of(challenge)],
+        gateway_options=[(name, gateway.label) for name, gateway in gateways_of(g.tenant).items()]
+        if challenge.entry_fee_minor else [],
+        entry_fee=money(challenge.entry_fee_minor, g.tenant.currency) if challenge.entry_fee_minor else None,
+        idempotency_key=request.form.get("idempotency_key") or secrets.token_urlsafe(16),
     ), (400 if errors else 200)
 
 
