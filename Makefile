@@ -20,6 +20,10 @@ system-deps:
 	@{ command -v chromium >/dev/null && [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; } || \
 	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; } \
 	  || echo "Chromium or fonts-dejavu-core is missing: apt-get install chromium fonts-dejavu-core"
+	@# nginx: the load balancer of the topology test (tests/test_topology.py, deploy/nginx/kindstride.conf).
+	@{ [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null; } || \
+	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq nginx >/dev/null; } \
+	  || echo "nginx is missing: apt-get install nginx"
 
 lint: $(STAMP)
 	$(BIN)/ruff check platform rules_plugins tests migrations

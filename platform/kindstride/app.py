@@ -7,7 +7,7 @@ from flask_migrate import Migrate
 from flask_wtf.csrf import CSRFError
 from redis import Redis
 from sqlalchemy import event
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, OperationalError
 
 from kindstride.config import load_config
 
@@ -25,6 +25,7 @@ def create_app(config=None):
     init_plugins_step(app)
     init_web(app)
     init_cli(app)
+    init_ops_step(app)
     return app
 
 
@@ -86,6 +87,7 @@ def init_web(app):
     from kindstride.challenges import admin_views as challenge_admin_views
     from kindstride.challenges import certificate_views
     from kindstride.challenges import views as challenge_views
+    from kindstride.fundraising import admin_views as money_admin_views
     from kindstride.fundraising import views as fundraising_views
     from kindstride.i18n import init_i18n
     from kindstride.payments import views as payment_views
@@ -104,13 +106,14 @@ def init_web(app):
     init_sso(app)
     for blueprint in (site_views.bp, views.bp, members.bp, sso_bp, operator_bp, fundraising_views.bp, payment_views.bp,
                       certificate_views.bp, strava_views.bp,
-                      challenge_views.bp, challenge_admin_views.bp):
+                      challenge_views.bp, challenge_admin_views.bp, money_admin_views.bp):
         app.register_blueprint(blueprint)
     init_api(app)
-    for code, template in ((403, "forbidden"), (404, "not_found"), (429, "rate_limited")):
+    for code, template in ((403, "forbidden"), (404, "not_found"), (413, "too_large"), (429, "rate_limited")):
         app.register_error_handler(code, _error_page(code, template))
     app.register_error_handler(CSRFError, _error_page(400, "form_expired"))
     app.register_error_handler(DataError, _out_of_range)
+    app.register_error_handler(OperationalError, _database_unavailable)
 
 
 def init_cli(app):
@@ -118,10 +121,19 @@ def init_cli(app):
     from kindstride.demo import demo_command
     from kindstride.jobs.cli import cron_command, worker_command
     from kindstride.ledger.cli import ledger_cli
+    from kindstride.soak.cli import soak_command
     from kindstride.tenancy.cli import tenants_cli
 
-    for command in (tenants_cli, operators_cli, worker_command, cron_command, demo_command, ledger_cli):
+    for command in (tenants_cli, operators_cli, worker_command, cron_command, demo_command, ledger_cli, soak_command):
         app.cli.add_command(command)
+
+
+def init_ops_step(app):
+    from kindstride.ops import init_ops
+
+    # Last: it wraps the finished WSGI app (health, readiness and metrics before any tenant code) and
+    # configures logging (KINDSTRIDE_LOG_FORMAT).
+    init_ops(app)
 
 
 def _out_of_range(error):
@@ -133,6 +145,24 @@ def _out_of_range(error):
     if request.path.startswith("/api/"):
         return {"code": 422, "status": "Unprocessable Entity", "message": message}, 422
     return render_template("errors/not_found.html"), 404
+
+
+def _database_unavailable(error):
+    """The database cannot be reached (down, restarting, the connection cut): a clean 503 that says to try
+    again, never a traceback. The pool replaces the dead connection for the next request."""
+    from kindstride.db import db
+
+    app_logger = logging.getLogger("kindstride.app")
+    app_logger.warning("database unavailable for %s %s: %s", request.method, request.path, type(error.orig).__name__)
+    try:
+        db.session.rollback()
+    except Exception:  # the connection is gone; the session is discarded at teardown anyway
+        app_logger.debug("rollback after a lost connection failed", exc_info=True)
+    headers = {"Retry-After": "5"}
+    if request.path.startswith("/api/"):
+        return {"code": 503, "status": "Service Unavailable",
+                "message": "the service is briefly unavailable; try again in a few seconds"}, 503, headers
+    return render_template("errors/unavailable.html"), 503, headers
 
 
 def _error_page(code, template):

@@ -46,6 +46,20 @@ ENV_VARIABLES = {
     ),
     "KINDSTRIDE_STRAVA_API_URL": ("STRAVA_API_URL", "https://www.strava.com/api/v3", "Strava's REST API"),
     "KINDSTRIDE_STRAVA_OAUTH_URL": ("STRAVA_OAUTH_URL", "https://www.strava.com/oauth", "Strava's OAuth endpoints"),
+    # Operations (kindstride.ops and deploy/gunicorn.conf.py; see deploy/OPERATIONS.md).
+    "KINDSTRIDE_LOG_FORMAT": ("LOG_FORMAT", "text", "json (one JSON object a line) or text"),
+    "KINDSTRIDE_LOG_LEVEL": ("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
+    "KINDSTRIDE_METRICS_TOKEN": (
+        "METRICS_TOKEN", None, "bearer token /metrics requires; unset serves /metrics to anyone who reaches it",
+    ),
+    "KINDSTRIDE_TRUSTED_PROXIES": (
+        "TRUSTED_PROXIES", "0",
+        "how many proxies in front of the app set X-Forwarded-For/-Proto (nginx or an ingress: 1)",
+    ),
+    "KINDSTRIDE_WEB_BIND": ("WEB_BIND", "0.0.0.0:8000", "address `kindstride web` (gunicorn) listens on"),
+    "KINDSTRIDE_WEB_WORKERS": ("WEB_WORKERS", "2", "gunicorn worker processes per web instance"),
+    "KINDSTRIDE_WEB_THREADS": ("WEB_THREADS", "4", "threads per gunicorn worker"),
+    "KINDSTRIDE_WEB_TIMEOUT": ("WEB_TIMEOUT", "60", "seconds a request may take before gunicorn restarts its worker"),
 }
 
 PRODUCTION_REQUIRED = ("KINDSTRIDE_SECRET_KEY", "KINDSTRIDE_DATABASE_URL", "KINDSTRIDE_SECRETS_KEY")

@@ -4,6 +4,7 @@ import sqlalchemy as sa
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
+from kindstride import audit
 from kindstride.accounts import services
 from kindstride.accounts.models import ROLES, User, UserRole
 from kindstride.accounts.session import role_required
@@ -45,11 +46,14 @@ def set_roles(user_id):
     if user.id == g.user.id and "admin" not in wanted:
         flash(_("You cannot remove your own admin role."), "error")
         return redirect(url_for("members.list_page"))
+    before = services.roles_of(user)
     for role in ROLES:
         if role in wanted:
             services.grant_role(user, role)
         else:
             services.revoke_role(user, role)
+    if before != wanted:
+        audit.record("roles.changed", "user", user.id, granted=sorted(wanted - before), revoked=sorted(before - wanted))
     db.session.commit()
     flash(_("Roles of %(name)s saved.", name=user.name), "success")
     return redirect(url_for("members.list_page"))

@@ -89,21 +89,43 @@ def context_for(challenge, registration, activity, day):
                             same_day_distance_m=float(distance))
 
 
-def judge_in(challenge, registration, activity, ruleset) -> Verdict:
+def standing_verdict(activity, counts_from) -> Verdict | None:
+    """The verdict no rule is asked about: a duplicate recording, or an activity before a team-switch reset."""
     if activity.duplicate_of_id is not None:
         return Verdict(DUPLICATE, (Reason("duplicate_recording", REJECT, {"of": activity.duplicate_of_id}),), 0, 0)
-    if registration.counts_from is not None and activity.start < registration.counts_from:
+    if counts_from is not None and activity.start < counts_from:
         return Verdict(REJECTED, (Reason("before_team_switch", REJECT, {}),), 0, 0)
+    return None
+
+
+def judge_in(challenge, registration, activity, ruleset) -> Verdict:
+    standing = standing_verdict(activity, registration.counts_from)
+    if standing is not None:
+        return standing
     day = local_day(challenge, activity.start)
     return judge(facts_of(activity), ruleset, context_for(challenge, registration, activity, day))
+
+
+def reason_dicts(reasons) -> list[dict]:
+    """Reasons as a result stores them."""
+    return [{"code": r.code, "outcome": r.outcome, "params": r.params} for r in reasons]
+
+
+def counted_at(activity, score):
+    """The end of an activity while it counts (the "who reached it first" tie-break), else None."""
+    return activity.start + timedelta(seconds=activity.elapsed_s) if score > 0 else None
+
+
+def keeps_decision(result, version, activity) -> bool:
+    """A moderator's decision stands until the ruleset changes or the activity turns out a duplicate."""
+    return bool(result.decided_by_id) and result.ruleset_version == version and activity.duplicate_of_id is None
 
 
 def record(challenge, registration, activity, ruleset):
     """Judge one activity in one challenge and store the result; a moderator's decision stands."""
     result = db.session.scalar(sa.select(ActivityResult).where(ActivityResult.challenge_id == challenge.id,
                                                                ActivityResult.activity_id == activity.id))
-    if result is not None and result.decided_by_id and result.ruleset_version == challenge.ruleset_version \
-            and activity.duplicate_of_id is None:
+    if result is not None and keeps_decision(result, challenge.ruleset_version, activity):
         return result
     verdict = judge_in(challenge, registration, activity, ruleset)
     if result is None:
@@ -112,7 +134,7 @@ def record(challenge, registration, activity, ruleset):
         db.session.add(result)
     result.ruleset_version = challenge.ruleset_version
     result.status = verdict.status
-    result.reasons = [{"code": r.code, "outcome": r.outcome, "params": r.params} for r in verdict.reasons]
+    result.reasons = reason_dicts(verdict.reasons)
     result.local_day = local_day(challenge, activity.start)
     set_counted(result, activity, verdict.score, verdict.counted_distance_m)
     result.decided_by_id = result.decision_comment = None
@@ -124,7 +146,7 @@ def record(challenge, registration, activity, ruleset):
 def set_counted(result, activity, score, distance_m):
     result.score = score
     result.counted_distance_m = distance_m
-    result.counted_at = activity.start + timedelta(seconds=activity.elapsed_s) if score > 0 else None
+    result.counted_at = counted_at(activity, score)
 
 
 def challenges_for(activity):

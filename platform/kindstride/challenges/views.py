@@ -490,6 +490,12 @@ def _activities_page(errors, error_result_id, status=200):
                 "appeal": APPEAL_LABELS.get(result.appeal_state),
                 "can_appeal": result.status == REJECTED and result.appeal_state is None,
             })
+    listed = {item["result"].id for items in results.values() for item in items}
+    if error_result_id is not None and error_result_id not in listed:
+        # The activity is not on this page: its errors go to the top of the page, or nobody would see them.
+        for field in [name for name in errors if name != GENERAL]:
+            for message in errors.pop(field):
+                errors.add(GENERAL, f"{field}: {message}")
     return render_template("challenges/my_activities.html", activities=activities[:ACTIVITIES_PAGE],
                            results=results, page=page, has_next=len(activities) > ACTIVITIES_PAGE, errors=errors,
                            error_result_id=error_result_id, sources=SOURCE_LABELS), status

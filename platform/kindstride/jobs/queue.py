@@ -2,7 +2,7 @@ import logging
 import uuid
 
 from flask import current_app
-from redis import Redis
+from redis import Redis, RedisError
 from rq import Queue, Retry
 from sqlalchemy import event
 from sqlalchemy.orm import Session
@@ -56,20 +56,26 @@ def redis_connection(app=None) -> Redis:
 def _dispatch(app, request):
     if app.config["REDIS_URL"]:
         tenant = request["tenant_id"]
-        Queue(request["queue"], connection=redis_connection(app)).enqueue(
-            "kindstride.jobs.runner.run_job",
-            request["path"], tenant, request["args"],
-            job_id=f"tenant-{tenant if tenant is not None else 'platform'}-{uuid.uuid4().hex}",
-            meta={"tenant_id": tenant, "job": request["path"]},
-            retry=Retry(max=len(RETRY_BACKOFF), interval=RETRY_BACKOFF),
-            job_timeout=JOB_TIMEOUT,
-            description=f"{request['path']} for tenant {tenant}",
-        )
-    else:
-        from kindstride.jobs.runner import run_in_app
-
         try:
-            run_in_app(app, request["path"], request["tenant_id"], request["args"])
-        except Exception:
-            # In-process jobs have no queue to retry from; the failure is logged like a failed rq job.
-            log.exception("job %s for tenant %s failed", request["path"], request["tenant_id"])
+            Queue(request["queue"], connection=redis_connection(app)).enqueue(
+                "kindstride.jobs.runner.run_job",
+                request["path"], tenant, request["args"],
+                job_id=f"tenant-{tenant if tenant is not None else 'platform'}-{uuid.uuid4().hex}",
+                meta={"tenant_id": tenant, "job": request["path"]},
+                retry=Retry(max=len(RETRY_BACKOFF), interval=RETRY_BACKOFF),
+                job_timeout=JOB_TIMEOUT,
+                description=f"{request['path']} for tenant {tenant}",
+            )
+            return
+        except RedisError as error:
+            # The transaction that asked for the job is committed already: with Redis unreachable, the job runs
+            # here and now (jobs are idempotent) instead of being lost, as it does without Redis at all.
+            log.warning("Redis unreachable (%s): job %s for tenant %s runs in-process", type(error).__name__,
+                        request["path"], tenant)
+    from kindstride.jobs.runner import run_in_app
+
+    try:
+        run_in_app(app, request["path"], request["tenant_id"], request["args"])
+    except Exception:
+        # In-process jobs have no queue to retry from; the failure is logged like a failed rq job.
+        log.exception("job %s for tenant %s failed", request["path"], request["tenant_id"])

@@ -24,6 +24,9 @@ class ParticipantTotal(TenantOwned, db.Model):
     distance_m: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     activities: Mapped[int] = mapped_column(default=0)
     reached_at: Mapped[object | None] = mapped_column(UTCDateTime)
+    # Bumped on every recomputation: the leaderboard cache keeps the newest version of each total it is sent
+    # (kindstride.leaderboards.ranking), whatever order those arrive in.
+    version: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
 
 
 class TeamTotal(TenantOwned, db.Model):

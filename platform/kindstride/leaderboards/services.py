@@ -13,7 +13,9 @@ import sqlalchemy as sa
 from kindstride.activities.models import ActivityResult
 from kindstride.challenges.models import Registration, Team
 from kindstride.db import db
+from kindstride.leaderboards import ranking
 from kindstride.leaderboards.models import ParticipantTotal, TeamTotal
+from kindstride.tenancy.scope import require_tenant_id
 
 AGE_GROUPS = {"u20": (0, 19), "20-29": (20, 29), "30-39": (30, 39), "40-49": (40, 49), "50-59": (50, 59),
               "60+": (60, 200)}
@@ -21,9 +23,11 @@ PAGE_SIZE = 50
 
 
 def ensure_participant_total(registration):
-    db.session.add(ParticipantTotal(challenge_id=registration.challenge_id, registration_id=registration.id,
-                                    bib=registration.bib, team_id=registration.team_id))
+    total = ParticipantTotal(challenge_id=registration.challenge_id, registration_id=registration.id,
+                             bib=registration.bib, team_id=registration.team_id)
+    db.session.add(total)
     db.session.flush()
+    ranking.mark_changed(total)
 
 
 def ensure_team_total(team):
@@ -43,7 +47,9 @@ def refresh_participant(registration_id, team_aggregation=None):
         .where(ActivityResult.registration_id == registration_id)
     ).one()
     total.score, total.distance_m, total.activities, total.reached_at = int(score), int(distance), count, reached
+    total.version = (total.version or 0) + 1
     db.session.flush()
+    ranking.mark_changed(total)
     if total.team_id is not None and team_aggregation is not None:
         refresh_team(total.team_id, team_aggregation)
 
@@ -120,6 +126,8 @@ def individual_board(challenge, page=1, gender=None, age_group=None, search=None
     conditions = _participant_filters(challenge, gender, age_group)
     if team_id is not None:
         conditions.append(ParticipantTotal.team_id == team_id)
+    if not search:
+        return _board_page(conditions, page, filtered=bool(gender or age_group in AGE_GROUPS))
     ranked = (
         sa.select(ParticipantTotal, Registration.display_name, Team.name.label("team_name"),
                   sa.func.row_number().over(order_by=_participant_order()).label("rank"))
@@ -141,11 +149,40 @@ def individual_board(challenge, page=1, gender=None, age_group=None, search=None
             for r in db.session.execute(query)]
 
 
+def _board_page(conditions, page, filtered):
+    """One page of the board, ranked by a window over the board order that stops at the page: the rank index
+    feeds it in order, so the first pages cost the same whatever the number of participants."""
+    order = _participant_order()
+    ranked = (sa.select(ParticipantTotal.registration_id, ParticipantTotal.bib, ParticipantTotal.score,
+                        ParticipantTotal.distance_m, ParticipantTotal.activities, ParticipantTotal.team_id,
+                        sa.func.row_number().over(order_by=order).label("rank"))
+              .where(*conditions))
+    if filtered:
+        ranked = ranked.join(Registration, Registration.id == ParticipantTotal.registration_id)
+    ranked = ranked.order_by(*order).limit(PAGE_SIZE).offset((max(page, 1) - 1) * PAGE_SIZE).subquery()
+    query = (sa.select(ranked, Registration.display_name, Team.name.label("team_name"))
+             .join(Registration, Registration.id == ranked.c.registration_id)
+             .outerjoin(Team, Team.id == ranked.c.team_id)
+             .order_by(ranked.c.rank))
+    return [Row(rank=r.rank, id=r.registration_id, name=r.display_name, bib=r.bib, score=r.score,
+                distance_m=r.distance_m, activities=r.activities, team=r.team_name)
+            for r in db.session.execute(query)]
+
+
 def rank_of(challenge, registration, gender=None, age_group=None):
     """1-based rank of a registration on the (filtered) individual board."""
     mine = db.session.scalar(sa.select(ParticipantTotal).where(ParticipantTotal.registration_id == registration.id))
     if mine is None:
         return None
+    if not gender and age_group not in AGE_GROUPS:
+        rank = ranking.cached_rank(require_tenant_id(), mine)
+        if rank is not None:
+            return rank
+    return _counted_rank(challenge, mine, gender, age_group)
+
+
+def _counted_rank(challenge, mine, gender=None, age_group=None):
+    """The rank counted in SQL: the participants ahead on the (filtered) board, plus one."""
     ahead = sa.or_(
         ParticipantTotal.score > mine.score,
         sa.and_(ParticipantTotal.score == mine.score,
@@ -154,10 +191,12 @@ def rank_of(challenge, registration, gender=None, age_group=None):
         sa.and_(ParticipantTotal.score == mine.score, _reached_same(mine.reached_at),
                 ParticipantTotal.bib < mine.bib),
     )
-    query = (sa.select(sa.func.count()).select_from(ParticipantTotal)
-             .join(Registration, Registration.id == ParticipantTotal.registration_id)
-             .where(*_participant_filters(challenge, gender, age_group), ahead))
-    return db.session.scalar(query) + 1
+    query = sa.select(sa.func.count()).select_from(ParticipantTotal)
+    if gender or age_group in AGE_GROUPS:
+        query = query.join(Registration, Registration.id == ParticipantTotal.registration_id)
+    # score >= mine bounds the index range the count walks; `ahead` then decides the ties.
+    return db.session.scalar(query.where(*_participant_filters(challenge, gender, age_group),
+                                         ParticipantTotal.score >= mine.score, ahead)) + 1
 
 
 def _reached_before(reached_at):

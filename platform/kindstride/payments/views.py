@@ -3,7 +3,7 @@
 import logging
 
 from flask import Blueprint, abort, g, redirect, request, url_for
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from kindstride.db import db
 from kindstride.payments import services
@@ -28,9 +28,12 @@ def webhook(gateway_name):
         outcome = services.handle_webhook(gateway_name, dict(request.headers), request.get_data(),
                                           request.args.to_dict())
         db.session.commit()
-    except (GatewayError, OperationalError) as error:
+    except (GatewayError, OperationalError, IntegrityError) as error:
+        # IntegrityError: the same notification being recorded by a concurrent delivery. Not acknowledged
+        # either: the retry finds it recorded (or records it, had the other delivery failed after all).
         db.session.rollback()
-        log.warning("tenant %s: %s webhook not recorded, gateway will retry: %s", g.tenant.slug, gateway_name, error)
+        log.warning("tenant %s: %s webhook not recorded, gateway will retry: %s", g.tenant.slug, gateway_name,
+                    type(error).__name__ if isinstance(error, IntegrityError | OperationalError) else error)
         outcome = "unavailable"
     body, status = gateway.webhook_response(outcome)
     return body, status

@@ -58,8 +58,19 @@ def tenant_scope(tenant_id: int):
 
 def _sync_open_transaction():
     session = db.session()
-    if session.in_transaction():
+    transaction = session.get_transaction()
+    # A transaction that failed (a statement refused, or its connection lost, mid-request) is rolled back, never
+    # used again, and the next one sets the scope when it begins. Touching it here would only raise again (from
+    # the request's teardown, turning a handled error into a crash).
+    if transaction is None or not transaction.is_active:
+        return
+    try:
         _set_rls_tenant(session.connection())
+    except sa.exc.PendingRollbackError:
+        return  # its connection died mid-transaction: nothing runs in it again until it is rolled back
+    except sa.exc.DBAPIError as error:
+        if not error.connection_invalidated:
+            raise
 
 
 def _set_rls_tenant(connection):
