@@ -167,3 +167,135 @@ def test_bulk_import_in_batches_after_a_moderator_decision(inline_app, monkeypat
     expected = _state(one_by_one)
     assert any(result[-1] for result in expected[1])  # the decision is still there
     assert _state(bulk) == expected
+
+
+# --------------------------------------------------------------------- what the bench's optimisations keep
+
+
+def _postgres_only():
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("needs PostgreSQL (set KINDSTRIDE_REQUIRE_SERVICES=1 to fail instead)")
+
+
+def test_row_level_security_follows_the_scope_within_one_transaction(app, tenants, make_user):
+    """The setting is applied lazily, right before a statement: leaving a scope, or a savepoint rolled back
+    (which undoes a setting made inside it), never leaves a statement running with another tenant's."""
+    _postgres_only()
+    make_user(tenants["alpha"], "ann@alpha.example")
+    make_user(tenants["beta"], "bo@beta.example")
+    make_user(tenants["beta"], "bea@beta.example")
+    count = sa.text("select count(*) from users")
+    with tenant_scope(tenants["alpha"]):
+        assert db.session.execute(count).scalar() == 1
+    assert db.session.execute(count).scalar() == 0  # same transaction, no scope: nothing visible
+    with tenant_scope(tenants["alpha"]):
+        assert db.session.execute(count).scalar() == 1
+        savepoint = db.session.begin_nested()
+        assert db.session.execute(count).scalar() == 1  # the savepoint begins with alpha's setting
+        with tenant_scope(tenants["beta"]):
+            assert db.session.execute(count).scalar() == 2
+            savepoint.rollback()  # undoes the setting made inside it: beta's must be set again
+            assert db.session.execute(count).scalar() == 2
+        assert db.session.execute(count).scalar() == 1
+    db.session.rollback()
+
+
+def _ranks(event):
+    from kindstride.leaderboards import ranking
+    from kindstride.leaderboards.services import _counted_rank
+
+    with tenant_scope(event.tenant_id):
+        challenge = db.session.get(Challenge, event.challenge_id)
+        totals = db.session.scalars(sa.select(ParticipantTotal)
+                                    .where(ParticipantTotal.challenge_id == event.challenge_id)).all()
+        cached = {t.registration_id: ranking.cached_rank(event.tenant_id, t) for t in totals}
+        counted = {t.registration_id: _counted_rank(challenge, t) for t in totals}
+        db.session.commit()
+    return cached, counted
+
+
+def test_the_leaderboard_cache_stays_exact(app, monkeypatch):
+    """Cached ranks equal ranks counted in SQL after a bulk import, after activities evaluated by workers, after
+    a push lost between commit and Redis (a crash), after a late push of an older version, and after Redis
+    forgets everything."""
+    _postgres_only()
+    if not app.config["REDIS_URL"]:
+        pytest.skip("the leaderboard cache lives in Redis")
+    from kindstride.jobs.queue import redis_connection
+    from kindstride.leaderboards import ranking
+    from tests.support.jobs import run_queued_jobs
+
+    event = generate.create_event("ranks", 40, 4, NOW, seed=3)
+    other = generate.create_event("others", 10, 1, NOW, seed=4)
+    rows = generate.activity_rows(event, 160, seed=5)
+    import_activities(event.tenant_id, rows[:100])
+    cached, counted = _ranks(event)
+    assert None not in cached.values() and cached == counted
+    assert all(f":t{event.tenant_id}:" in key for key in ranking.keys(event.tenant_id, event.challenge_id).values())
+
+    _add_one_by_one(monkeypatch, event, _received_order(rows[100:130]))
+    run_queued_jobs(app)
+    cached, counted = _ranks(event)
+    assert cached == counted and len(set(counted.values())) == len(counted)
+
+    # A crash after the commit: the changes stay marked pending, and readers repair them from the database.
+    monkeypatch.setattr(ranking, "_send", lambda marks, pushes: None)
+    _add_one_by_one(monkeypatch, event, _received_order(rows[130:]))
+    monkeypatch.setattr(ranking, "_send", lambda marks, pushes: None)
+    run_queued_jobs(app)
+    monkeypatch.undo()
+    names = ranking.keys(event.tenant_id, event.challenge_id)
+    assert redis_connection().hlen(names["pending"]) > 0
+    cached, counted = _ranks(event)
+    assert cached == counted
+
+    # An older version pushed late changes nothing.
+    with tenant_scope(event.tenant_id):
+        top = db.session.scalar(sa.select(ParticipantTotal).where(ParticipantTotal.challenge_id == event.challenge_id)
+                                .order_by(ParticipantTotal.score.desc()))
+        top_id, stale = top.registration_id, ranking.member(top.registration_id, 0, None, top.bib)
+        db.session.rollback()
+    redis_connection().register_script(ranking._APPLY)(
+        keys=[names["board"], names["members"], names["versions"]], args=[top_id, 0, stale])
+    cached, counted = _ranks(event)
+    assert cached == counted and counted[top_id] == 1
+
+    # Another tenant's board is its own; and a Redis that lost everything is rebuilt by the next reader.
+    import_activities(other.tenant_id, generate.activity_rows(other, 30, seed=6))
+    assert _ranks(other)[0] == _ranks(other)[1]
+    redis_connection().flushdb()
+    cached, counted = _ranks(event)
+    assert None not in cached.values() and cached == counted
+
+
+def test_bench_tiny_completes_with_every_figure(tmp_path):
+    """`kindstride bench --scale tiny`: the whole run (servers, load, scenarios) ends with every figure present
+    and every total equal to its recomputation. Timings are printed by the bench, never asserted here."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.support.services import find_postgres
+
+    postgres = find_postgres(os.environ.get("KINDSTRIDE_TEST_DATABASE_URL"))
+    if postgres is None or shutil.which("redis-server") is None:
+        pytest.skip("the bench needs PostgreSQL and a redis-server it can start")
+    out = tmp_path / "tiny.json"
+    run = subprocess.run([sys.executable, "-m", "kindstride.cli", "bench", "--scale", "tiny", "--json", str(out)],
+                         env={**os.environ, "KINDSTRIDE_BENCH_DATABASE_URL": postgres}, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert "1 import" in run.stdout and "5 memory" in run.stdout
+    assert [step["activities"] for step in figures["steps"]] and all(
+        step[key] is not None for step in figures["steps"]
+        for key in ("import_rows_per_s", "copy_rows_per_s", "import_ratio", "board_rps", "board_p50_ms",
+                    "board_p99_ms", "me_rps", "me_p99_ms", "constant_rps", "constant_p99_ms", "groupby_ms",
+                    "groupby_factor", "board_ratio_rps"))
+    for key in ("ingest_rps", "ingest_evaluated_per_s", "web_worker_peak_rss_mb", "rq_worker_peak_rss_mb"):
+        assert figures[key], key
+    assert figures["ingest_accepted"] > 0 and figures["ingest_drained"]
+    assert figures["verify_participant_mismatches"] == 0 and figures["verify_team_mismatches"] == 0
+    assert figures["verify_rejudged_results"] > 0 and figures["verify_result_mismatches"] == 0
+    assert figures["ingest_failed_jobs"] == 0

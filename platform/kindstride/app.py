@@ -118,13 +118,15 @@ def init_web(app):
 
 def init_cli(app):
     from kindstride.accounts.cli import operators_cli
+    from kindstride.bench.cli import bench_command
     from kindstride.demo import demo_command
     from kindstride.jobs.cli import cron_command, worker_command
     from kindstride.ledger.cli import ledger_cli
     from kindstride.soak.cli import soak_command
     from kindstride.tenancy.cli import tenants_cli
 
-    for command in (tenants_cli, operators_cli, worker_command, cron_command, demo_command, ledger_cli, soak_command):
+    for command in (tenants_cli, operators_cli, worker_command, cron_command, demo_command, ledger_cli, soak_command,
+                    bench_command):
         app.cli.add_command(command)
 
 

@@ -63,10 +63,13 @@ def local_day(challenge, moment):
 
 def resolved_ruleset(challenge) -> rulesets.ResolvedRuleset | None:
     """The challenge's current ruleset, or None with scoring frozen when a strategy is missing."""
-    ruleset = db.session.scalar(sa.select(RulesetVersion.ruleset).where(
-        RulesetVersion.challenge_id == challenge.id, RulesetVersion.version == challenge.ruleset_version))
+    def stored_ruleset():
+        return db.session.scalar(sa.select(RulesetVersion.ruleset).where(
+            RulesetVersion.challenge_id == challenge.id, RulesetVersion.version == challenge.ruleset_version))
+
     try:
-        resolved = rulesets.resolve(ruleset, db.session.get(Tenant, challenge.tenant_id))
+        resolved = rulesets.resolve_version(challenge.id, challenge.ruleset_version,
+                                            db.session.get(Tenant, challenge.tenant_id), stored_ruleset)
     except rulesets.RulesetError as error:
         challenge.scoring_frozen_reason = str(error)
         return None

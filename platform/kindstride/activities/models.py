@@ -50,6 +50,7 @@ class ActivityResult(TenantOwned, db.Model):
         sa.UniqueConstraint("tenant_id", "challenge_id", "activity_id"),
         sa.Index("ix_activity_results_queue", "tenant_id", "challenge_id", "status"),
         sa.Index("ix_activity_results_registration", "tenant_id", "registration_id"),
+        sa.Index("ix_activity_results_activity", "tenant_id", "activity_id"),  # an activity's verdicts (the API)
     )
 
     activity_id: Mapped[int] = mapped_column(BigId)

@@ -83,7 +83,7 @@ class Gunicorn:
     def __init__(self, spec, env, workers=2, port=None, threads=1, log=None):
         self.port = port or free_port()
         command = [str(BIN / "gunicorn"), spec, "-w", str(workers), "-b", f"127.0.0.1:{self.port}",
-                   "--backlog", "2048", "--timeout", "120", "--graceful-timeout", "5"]
+                   "--backlog", "2048", "--timeout", "120", "--graceful-timeout", "5", "--no-control-socket"]
         if threads > 1:
             command += ["--threads", str(threads)]
         self.log = log
@@ -91,7 +91,11 @@ class Gunicorn:
                                         stderr=log or subprocess.DEVNULL, cwd=env.get("KINDSTRIDE_BENCH_CWD"))
         self.workers = workers
 
-    def wait_ready(self, timeout=60):
+    def wait_ready(self, probe, timeout=90):
+        """Until every worker has loaded the app: batches of concurrent requests for `probe` (request bytes)
+        all answer, and quickly (a worker still importing the app answers seconds late)."""
+        from kindstride.bench import load
+
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -99,10 +103,13 @@ class Gunicorn:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1):
                     pass
-                if len(self.worker_pids()) >= self.workers:
-                    return self
             except OSError:
-                pass
+                time.sleep(0.1)
+                continue
+            result = load.run(self.port, lambda c, n: probe if n < 4 else None, self.workers * 2, 30,
+                              expect=range(200, 500))
+            if result.requests and not result.errors and max(result.latencies_ms) < 300:
+                return self
             time.sleep(0.1)
         raise ServerError("gunicorn did not start")
 

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+from flask import current_app
 from marshmallow import ValidationError
 
 from kindstride.plugins import plugin_host
@@ -96,6 +97,27 @@ def resolve(ruleset, tenant) -> ResolvedRuleset:
     if missing:
         raise RulesetError(missing)
     return ResolvedRuleset(**resolved)
+
+
+def resolve_version(challenge_id, version, tenant, load_ruleset) -> ResolvedRuleset:
+    """resolve() of one version of a challenge's ruleset, kept per app (each app has its own plugins).
+
+    A version never changes (a change is a new version), so the tenant, its enabled plugins, the challenge
+    and the version name the result; `load_ruleset()` reads the stored ruleset only when it is not kept yet.
+    A ruleset that cannot be resolved raises RulesetError every time (it is never kept).
+    """
+    cache = current_app.extensions.setdefault("kindstride.resolved_rulesets", {})
+    key = (tenant.id, tuple(sorted(tenant.enabled_plugins)), challenge_id, version)
+    resolved = cache.get(key)
+    if resolved is None:
+        resolved = resolve(load_ruleset(), tenant)
+        if len(cache) >= RESOLVED_KEPT:
+            cache.clear()
+        cache[key] = resolved
+    return resolved
+
+
+RESOLVED_KEPT = 1000
 
 
 def presets(tenant):

@@ -14,6 +14,8 @@ class ParticipantTotal(TenantOwned, db.Model):
         # Ranking reads the top by score and counts who is ahead: a range scan on this index.
         sa.Index("ix_participant_totals_rank", "tenant_id", "challenge_id", "score"),
         sa.Index("ix_participant_totals_team", "tenant_id", "team_id"),
+        # A participant's own total, by registration alone (every evaluation job, every "my rank").
+        sa.Index("ix_participant_totals_registration", "tenant_id", "registration_id"),
     )
 
     challenge_id: Mapped[int] = mapped_column(BigId)
@@ -35,6 +37,7 @@ class TeamTotal(TenantOwned, db.Model):
     extra_table_args = (
         sa.UniqueConstraint("tenant_id", "challenge_id", "team_id"),
         sa.Index("ix_team_totals_rank", "tenant_id", "challenge_id", "division_id", "score"),
+        sa.Index("ix_team_totals_team", "tenant_id", "team_id"),  # refresh_team locks a team's row by team alone
     )
 
     challenge_id: Mapped[int] = mapped_column(BigId)

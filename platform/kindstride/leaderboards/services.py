@@ -266,4 +266,10 @@ def qualified_user_ids(challenge) -> set[int]:
 
 
 def participant_total(registration) -> ParticipantTotal:
+    # Already loaded in this session (rank_of loads it first): the query would hand back that same object, with
+    # the same values, so skip the round trip.
+    for obj in db.session.identity_map.values():
+        if (type(obj) is ParticipantTotal and obj.__dict__.get("registration_id") == registration.id
+                and not sa.inspect(obj).expired_attributes):
+            return obj
     return db.session.scalar(sa.select(ParticipantTotal).where(ParticipantTotal.registration_id == registration.id))

@@ -1,6 +1,7 @@
 """`kindstride soak --minutes N [--url http://127.0.0.1:PORT]`."""
 
 import json
+import logging
 import re
 import sys
 import time
@@ -118,6 +119,7 @@ def soak_command(minutes, url, database_url, people, runners, web_workers, web_t
     from kindstride.soak import stack as stacks
     from kindstride.soak.world import Expected, consistency, provision
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # VNPay's double logs every request it serves
     stack = vnpay = None
     started_at = datetime.now(UTC)
     try:
@@ -168,7 +170,8 @@ def soak_command(minutes, url, database_url, people, runners, web_workers, web_t
         checks.append(("all", "jobs: the queues drained", left == 0, f"{left} jobs left"))
         checks.append(("all", "jobs: none failed", failed == 0, f"{failed} failed jobs"))
         report = render_report(driver, elapsed, sampler, checks, started_at, {
-            "minutes": minutes, "people": people, "runners": runners, "url": url or f"{base_url} (own stack)",
+            "command": f"`kindstride {' '.join(sys.argv[1:])}`", "minutes": minutes, "people": people,
+            "runners": runners, "url": url or f"{base_url} (own stack)",
             "web": f"gunicorn {web_workers} workers x {web_threads} threads" if stack else "given",
             "rq": f"{rq_workers} workers" if stack else "given", "donations": "VNPay test double" if vnpay else "off"})
         click.echo(report)

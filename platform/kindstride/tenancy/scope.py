@@ -2,15 +2,20 @@
 
 Two walls keep tenants apart. The ORM adds `tenant_id = <scope>` to every query on a tenant-owned
 model and raises when there is no scope; PostgreSQL row-level security reads the same scope from the
-transaction-local setting `kindstride.tenant_id`, set here at the start of every transaction.
+transaction-local setting `kindstride.tenant_id`, which is brought in line with the scope right before
+any statement of a session's transaction runs (unless the statement is known to read no tenant table,
+such as the lookup of the tenant itself). Setting it only when a statement follows saves a round trip
+each time a scope is entered or left; a rolled-back savepoint (which undoes the setting) makes the next
+statement set it again.
 """
 
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, with_loader_criteria
+from sqlalchemy.pool import Pool
 from sqlalchemy.sql.util import find_tables
 
 from kindstride.db import TenantOwned, db
@@ -36,15 +41,13 @@ def require_tenant_id() -> int:
 
 
 def enter_scope(tenant_id: int | None):
-    """Switch the scope (and the open transaction's RLS setting); returns a token for leave_scope."""
-    token = _current_tenant_id.set(tenant_id)
-    _sync_open_transaction()
-    return token
+    """Switch the scope (the open transaction's RLS setting follows before its next statement); returns a
+    token for leave_scope."""
+    return _current_tenant_id.set(tenant_id)
 
 
 def leave_scope(token):
     _current_tenant_id.reset(token)
-    _sync_open_transaction()
 
 
 @contextmanager
@@ -56,57 +59,95 @@ def tenant_scope(tenant_id: int):
         leave_scope(token)
 
 
-def _sync_open_transaction():
-    session = db.session()
-    transaction = session.get_transaction()
-    # A transaction that failed (a statement refused, or its connection lost, mid-request) is rolled back, never
-    # used again, and the next one sets the scope when it begins. Touching it here would only raise again (from
-    # the request's teardown, turning a handled error into a crash).
-    if transaction is None or not transaction.is_active:
-        return
-    try:
-        _set_rls_tenant(session.connection())
-    except sa.exc.PendingRollbackError:
-        return  # its connection died mid-transaction: nothing runs in it again until it is rolled back
-    except sa.exc.DBAPIError as error:
-        if not error.connection_invalidated:
-            raise
-
-
-def _set_rls_tenant(connection):
-    if connection.dialect.name == "postgresql":
-        tenant_id = _current_tenant_id.get()
-        connection.execute(
-            sa.text("select set_config(:name, :value, true)"),
-            {"name": RLS_SETTING, "value": "" if tenant_id is None else str(tenant_id)},
-        )
-
-
-def _tenant_tables_in(state):
-    """Tenant-owned tables a statement reads or writes: its entities, and any table in its FROM clauses
-    (select(func.count()).select_from(User) names no entity but still reads users)."""
-    names = {mapper.local_table.name for mapper in state.all_mappers if issubclass(mapper.class_, TenantOwned)}
-    names.update(table.name for table in find_tables(state.statement, include_joins=True, include_aliases=True)
-                 if table.name in _tenant_table_names())
-    return names
-
-
-def _tenant_table_names():
-    from kindstride.db import tenant_tables
-
-    return set(tenant_tables())
+# connection.info key: the setting as this transaction has it ("" for none), or _UNKNOWN; absent outside a
+# session's transaction (connections used directly set what they need themselves).
+_RLS_STATE = "kindstride.rls_setting"
+_UNKNOWN = object()
+# execution option: the statement reads and writes no tenant-owned table
+_TENANT_FREE = "kindstride_tenant_free"
+_SAVEPOINT_STATEMENTS = ("SAVEPOINT ", "ROLLBACK TO SAVEPOINT ", "RELEASE SAVEPOINT ")
 
 
 @event.listens_for(Session, "after_begin")
 def _scope_new_transaction(session, transaction, connection):
-    _set_rls_tenant(connection)
+    if connection.dialect.name == "postgresql":
+        connection.info[_RLS_STATE] = _UNKNOWN
+
+
+@event.listens_for(Engine, "before_cursor_execute")
+def _set_scope_before_statement(connection, cursor, statement, parameters, context, executemany):
+    applied = connection.info.get(_RLS_STATE)
+    if applied is None:
+        return
+    if context is not None and context.execution_options.get(_TENANT_FREE):
+        return
+    if statement.startswith(_SAVEPOINT_STATEMENTS):
+        return  # reads nothing; and a setting made right before ROLLBACK TO SAVEPOINT would be undone by it
+    tenant_id = _current_tenant_id.get()
+    value = "" if tenant_id is None else str(tenant_id)
+    if applied is not _UNKNOWN and applied == value:
+        return
+    cursor.execute("select set_config(%s, %s, true)", (RLS_SETTING, value))
+    connection.info[_RLS_STATE] = value
+
+
+def _forget_setting(connection, *args):
+    connection.info.pop(_RLS_STATE, None)
+
+
+def _setting_unknown(connection, *args):
+    if _RLS_STATE in connection.info:
+        connection.info[_RLS_STATE] = _UNKNOWN  # ROLLBACK TO SAVEPOINT undoes a set_config made after it
+
+
+event.listen(Engine, "commit", _forget_setting)
+event.listen(Engine, "rollback", _forget_setting)
+event.listen(Engine, "rollback_savepoint", _setting_unknown)
+
+
+@event.listens_for(Pool, "reset")
+def _forget_on_reset(dbapi_connection, connection_record, reset_state):
+    if connection_record is not None:
+        connection_record.info.pop(_RLS_STATE, None)
+
+
+@event.listens_for(Pool, "checkin")
+def _forget_on_checkin(dbapi_connection, connection_record):
+    if connection_record is not None:
+        connection_record.info.pop(_RLS_STATE, None)
+
+
+def _tables_in(state):
+    """Tenant-owned tables a statement reads or writes (its entities, and any table in its FROM clauses:
+    select(func.count()).select_from(User) names no entity but still reads users), and whether it reads
+    other tables only (then the row-level-security setting does not matter to it)."""
+    tenant_names = _tenant_table_names()
+    names = {mapper.local_table.name for mapper in state.all_mappers if issubclass(mapper.class_, TenantOwned)}
+    tables = find_tables(state.statement, include_joins=True, include_aliases=True)
+    names.update(table.name for table in tables if table.name in tenant_names)
+    return names, bool(tables) and not names
+
+
+_tenant_names_cache = (None, frozenset())
+
+
+def _tenant_table_names():
+    global _tenant_names_cache
+    mappers = len(db.Model.registry.mappers)
+    if _tenant_names_cache[0] != mappers:  # computed again only when a model is added
+        from kindstride.db import tenant_tables
+
+        _tenant_names_cache = (mappers, frozenset(tenant_tables()))
+    return _tenant_names_cache[1]
 
 
 @event.listens_for(Session, "do_orm_execute")
 def _filter_by_tenant(state):
     if state.is_column_load:
         return
-    tables = _tenant_tables_in(state)
+    tables, tenant_free = _tables_in(state)
+    if tenant_free:
+        state.update_execution_options(**{_TENANT_FREE: True})
     if not tables:
         return
     tenant_id = _current_tenant_id.get()

@@ -1,0 +1,458 @@
+"""One bench run: every scenario measured side by side with its baseline on this machine, in one process that
+generates the event, drives the servers it started, and collects one table of figures and ratios.
+
+1. bulk import (the full path: validate, score, persist, update totals) vs a bare COPY of the same rows;
+2. live ingest: one activity per HTTP request from 32 clients (a fifth in one hot team) through gunicorn and
+   rq workers, then every total checked against a from-scratch recomputation;
+3. leaderboard reads (top 50, and my rank) vs a constant-response Flask endpoint served the same way, and vs a
+   GROUP BY over the activities;
+4. scaling: 1 and 3 at each step of the scale (10k, 100k, 1M activities for uprace);
+5. memory: the peak RSS of web and rq worker processes over the whole run.
+Figures are printed, never asserted: the goals are shown beside them.
+"""
+
+import json
+import os
+import platform as platform_module
+import random
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+
+from kindstride.bench import environment, generate, load, servers
+
+GOALS = {"import_ratio": 0.30, "ingest_rps": 300, "read_ratio": 0.5, "read_p99_ms": 25, "groupby_factor": 100,
+         "rss_mb": 250}
+
+
+@dataclass(frozen=True)
+class Scale:
+    name: str
+    steps: tuple  # activities at each step; people = 35 % of it, teams = 0.5 %
+    ingest_seconds: float
+    read_seconds: float
+    warmup: float
+    drain_timeout: float
+    ingest_clients: int = 32
+    read_clients: int = 4
+    rq_workers: int = 2
+
+
+SCALES = {
+    "tiny": Scale("tiny", (400, 1500), ingest_seconds=2, read_seconds=1, warmup=0.3, drain_timeout=60,
+                  ingest_clients=8),
+    "small": Scale("small", (2_000, 6_000, 20_000), ingest_seconds=6, read_seconds=3, warmup=0.5,
+                   drain_timeout=90),
+    "uprace": Scale("uprace", (10_000, 100_000, 1_000_000), ingest_seconds=30, read_seconds=10, warmup=2,
+                    drain_timeout=600),
+}
+PEOPLE_PER_ACTIVITY = 0.35  # 350,000 runners, 1,000,000 activities
+TEAMS_PER_ACTIVITY = 0.005  # 5,000 teams
+TOKENS = 64
+WEB_WORKERS, WEB_THREADS = 2, 4
+
+
+def say(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+class Bench:
+    def __init__(self, scale, postgres=None, redis=None, keep=False, import_workers=None):
+        self.scale = scale
+        self.postgres, self.redis_url, self.keep = postgres, redis, keep
+        self.import_workers = import_workers or os.cpu_count() or 1
+        self.figures = {}
+        self.steps = []
+        self.notes = []
+        self.started = time.perf_counter()
+
+    # ------------------------------------------------------------------------------------------ the run
+
+    def run(self):
+        from kindstride import create_app
+
+        self.figures["machine"] = servers.machine()
+        self.figures["load_average_before"] = servers.load_average()
+        self.env = environment.prepare(self.postgres, self.redis_url, keep=self.keep)
+        watch = servers.MemoryWatch().start()
+        web = constant = workers = None
+        log = open(self.env.instance / "servers.log", "ab")  # noqa: SIM115 (closed in finally)
+        try:
+            self.app = create_app(self.env.app_config())
+            environment.migrate(self.app)
+            process_env = self.env.process_env()
+            # As deploy/gunicorn.conf.py serves it: 2 workers of 4 threads (gthread); the floor app the same way.
+            web = servers.Gunicorn("kindstride:create_app()", process_env, log=log, threads=WEB_THREADS)
+            constant = servers.Gunicorn("kindstride.bench.constant_app:app", process_env, log=log,
+                                        threads=WEB_THREADS)
+            workers = servers.RqWorkers(self.scale.rq_workers, process_env, log=log)
+            web.wait_ready(load.request_bytes("GET", "/", environment.BASE_DOMAIN))
+            constant.wait_ready(load.request_bytes("GET", "/constant", "localhost"))
+            watch.watch("web", web.worker_pids)
+            watch.watch("rq", workers.pids)
+            self.web, self.constant, self.workers = web, constant, workers
+            events = []
+            for activities in self.scale.steps:
+                events.append(self.step(activities))
+            self.ingest(events[-1])
+            watch.stop()
+            self.figures["web_worker_peak_rss_mb"] = watch.peak_mb("web")
+            self.figures["rq_worker_peak_rss_mb"] = watch.peak_mb("rq")
+        except BaseException:
+            log.flush()
+            say(_tail(self.env.instance / "servers.log"))
+            raise
+        finally:
+            for server in (web, constant, workers):
+                if server is not None:
+                    server.stop()
+            if watch._thread.is_alive():
+                watch.stop()
+            log.close()
+            self.env.close()
+        self.figures["load_average_after"] = servers.load_average()
+        self.figures["seconds"] = round(time.perf_counter() - self.started, 1)
+        self.figures["steps"] = self.steps
+        self.figures["notes"] = self.notes
+        return self.figures
+
+    # ------------------------------------------------------------------------ one step: import and reads
+
+    def step(self, activities):
+        from kindstride.activities.bulk import import_activities
+
+        people = max(20, int(activities * PEOPLE_PER_ACTIVITY))
+        teams = max(3, int(activities * TEAMS_PER_ACTIVITY))
+        slug = f"scale{activities}"
+        say(f"[{self._elapsed()}] {slug}: generating {people:,} people in {teams:,} teams, {activities:,} activities")
+        now = datetime.now(UTC).replace(microsecond=0)
+        with self.app.app_context():
+            event = generate.create_event(slug, people, teams, now, seed=activities)
+            rows = generate.activity_rows(event, activities, seed=activities + 1)
+            generate.issue_tokens(event, _sample(event.user_ids, TOKENS, seed=activities))
+        environment.analyze(self.env, ("users", "registrations", "teams", "participant_totals", "team_totals"))
+        say(f"[{self._elapsed()}] {slug}: bare COPY of the same rows")
+        copy = self.copy_baseline(event, rows)
+        say(f"[{self._elapsed()}] {slug}: bulk import through the full path ({self.import_workers} workers)")
+        with self.app.app_context():
+            started = time.perf_counter()
+            summary = import_activities(event.tenant_id, rows, workers=self.import_workers)
+            seconds = time.perf_counter() - started
+        environment.analyze(self.env, ("activities", "activity_results", "participant_totals", "team_totals"))
+        step = {
+            "activities": len(rows), "people": people, "teams": teams,
+            "import_seconds": round(seconds, 2), "import_rows_per_s": round(len(rows) / seconds),
+            "copy_seconds": round(copy["seconds"], 2), "copy_rows_per_s": round(copy["rows_per_s"]),
+            "copy_pk_only_rows_per_s": round(copy["pk_only_rows_per_s"]),
+            "import_ratio": round(len(rows) / seconds / copy["rows_per_s"], 3),
+            "import_phases_s": {k: round(v, 2) for k, v in summary.seconds.items()},
+            "import_summary": {"stored": summary.stored, "already_stored": summary.already_stored,
+                               "duplicates": summary.duplicates, "results": summary.results,
+                               "participants": summary.participants, "teams": summary.teams},
+        }
+        say(f"[{self._elapsed()}] {slug}: {step['import_rows_per_s']:,} activities/s vs COPY "
+            f"{step['copy_rows_per_s']:,} rows/s (ratio {step['import_ratio']})")
+        step.update(self.reads(event))
+        self.steps.append(step)
+        return event
+
+    def copy_baseline(self, event, rows):
+        """COPY the same rows, bare, into a table with the activities' columns and indexes (the owner's
+        connection: no row-level security, no foreign keys, no rules); and into one with a primary key only."""
+        import psycopg
+
+        from kindstride.activities.bulk import ACTIVITY_TYPES
+
+        url = sa.engine.make_url(self.env.owner_url).set(drivername="postgresql").render_as_string(
+            hide_password=False)
+        columns = {"tenant_id": "int8", **{k: v for k, v in ACTIVITY_TYPES.items() if k != "id"}}
+        # The rows an import stores: a re-upload (the same fingerprint again) is stored once.
+        distinct = {(r.user_id, r.fingerprint): r for r in reversed(rows)}
+        data = [(event.tenant_id, r.user_id, r.source, r.sport, r.title, r.start, r.elapsed_s, r.moving_s,
+                 r.distance_m, r.has_gps, r.is_indoor, json.dumps(list(r.split_paces)), r.device, r.file_name,
+                 r.fingerprint, r.external_id, r.owner_only, None, r.received_at) for r in distinct.values()]
+        result = {}
+        with psycopg.connect(url, autocommit=True) as connection:
+            for label, ddl in (
+                ("rows_per_s", "CREATE TABLE {t} (LIKE activities INCLUDING INDEXES)"),
+                ("pk_only_rows_per_s", "CREATE TABLE {t} (LIKE activities); ALTER TABLE {t} ADD PRIMARY KEY (id)"),
+            ):
+                table = f"bench_copy_{label.split('_')[0]}"
+                connection.execute(f"DROP TABLE IF EXISTS {table}")
+                for statement in ddl.format(t=table).split("; "):
+                    connection.execute(statement)
+                connection.execute(f"ALTER TABLE {table} ALTER id ADD GENERATED BY DEFAULT AS IDENTITY")
+                started = time.perf_counter()
+                with connection.transaction(), connection.cursor().copy(
+                        f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.set_types(list(columns.values()))
+                    for row in data:
+                        copy.write_row(row)
+                seconds = time.perf_counter() - started
+                connection.execute(f"DROP TABLE {table}")
+                result[label] = len(data) / seconds
+                if label == "rows_per_s":
+                    result["seconds"] = seconds
+        return result
+
+    def reads(self, event):
+        host = f"{event.slug}.{environment.BASE_DOMAIN}"
+        tokens = list(event.tokens.values())
+        board = load.request_bytes("GET", f"/api/v1/challenges/{generate.CHALLENGE_SLUG}/leaderboard", host)
+        me_path = f"/api/v1/challenges/{generate.CHALLENGE_SLUG}/leaderboard/me"
+        mine = [load.request_bytes("GET", me_path, host, {"Authorization": f"Bearer {token}"}) for token in tokens]
+        constant = load.request_bytes("GET", "/constant", "localhost")
+        s = self.scale
+        figures = {}
+        say(f"[{self._elapsed()}] {event.slug}: leaderboard reads ({s.read_clients} clients, {s.read_seconds} s each)")
+        runs = (("board", self.web.port, lambda c, n: board),
+                ("me", self.web.port, lambda c, n: mine[(c * 7 + n) % len(mine)]),
+                ("constant", self.constant.port, lambda c, n: constant))
+        for name, port, request in runs:
+            load.run(port, request, s.read_clients, s.warmup)  # every worker has served some of these first
+            result = load.run(port, request, s.read_clients, s.read_seconds)
+            figures.update(result.figures(name))
+            if result.errors:
+                self.notes.append(f"{event.slug} {name}: {result.errors} errors, e.g. {result.bodies[:1]}")
+        figures["groupby_ms"] = round(self.group_by_ms(event), 1)
+        figures["board_ratio_rps"] = _ratio(figures["board_rps"], figures["constant_rps"])
+        figures["me_ratio_rps"] = _ratio(figures["me_rps"], figures["constant_rps"])
+        figures["board_ratio_p50"] = _ratio(figures["constant_p50_ms"], figures["board_p50_ms"])
+        figures["board_ratio_p99"] = _ratio(figures["constant_p99_ms"], figures["board_p99_ms"])
+        figures["groupby_factor"] = _ratio(figures["groupby_ms"], figures["board_p50_ms"], digits=1)
+        say(f"[{self._elapsed()}] {event.slug}: board {figures['board_rps']} rps p50 {figures['board_p50_ms']} ms "
+            f"p99 {figures['board_p99_ms']} ms; me {figures['me_rps']} rps; constant {figures['constant_rps']} rps;"
+            f" GROUP BY {figures['groupby_ms']} ms")
+        return figures
+
+    def group_by_ms(self, event, repeat=3):
+        """The leaderboard computed the naive way: a GROUP BY over the event's activities, as the app role."""
+        from kindstride.db import db
+        from kindstride.tenancy.scope import tenant_scope
+
+        query = sa.text("""SELECT a.user_id, sum(a.distance_m) AS distance FROM activities a
+                           WHERE a.tenant_id = :tenant AND a.duplicate_of_id IS NULL
+                           GROUP BY a.user_id ORDER BY distance DESC LIMIT 50""")
+        times = []
+        with self.app.app_context(), tenant_scope(event.tenant_id):
+            for _ in range(repeat):
+                started = time.perf_counter()
+                db.session.execute(query, {"tenant": event.tenant_id}).all()
+                times.append((time.perf_counter() - started) * 1000)
+            db.session.rollback()
+        return sorted(times)[len(times) // 2]
+
+    # ---------------------------------------------------------------------------------------- live ingest
+
+    def ingest(self, event):
+        from redis import Redis
+
+        s = self.scale
+        clients = s.ingest_clients
+        hot = max(1, clients // 5)
+        with self.app.app_context():
+            hot_members = [u for u, t in zip(event.user_ids, event.team_of, strict=True) if t == event.hot_team_id]
+            others = [u for u, t in zip(event.user_ids, event.team_of, strict=True)
+                      if t != event.hot_team_id and u not in event.tokens]
+            chosen = _sample(hot_members, hot, seed=11) + _sample(others, clients - hot, seed=12)
+            tokens = generate.issue_tokens(event, chosen)
+        host = f"{event.slug}.{environment.BASE_DOMAIN}"
+        now = datetime.now(UTC).replace(microsecond=0)
+        first_start = now - timedelta(hours=70)
+        spacing = timedelta(minutes=6, seconds=30)
+        per_client = int(timedelta(hours=69) / spacing)
+        rnd = random.Random(13)
+        paces = [rnd.uniform(280, 600) for _ in range(clients)]
+
+        def next_request(client, number):
+            if number >= per_client:
+                return None
+            pace = paces[client]
+            distance = 1000 + (number % 5) * 37.0
+            moving = distance / 1000 * pace
+            start = first_start + spacing * number + timedelta(seconds=client)
+            body = json.dumps({"sport": "run", "start": start.isoformat(), "moving_s": round(moving, 1),
+                               "elapsed_s": round(moving + 20, 1), "distance_m": distance, "has_gps": True,
+                               "title": "Bench run", "split_paces_s_per_km": [round(pace, 1)]}).encode()
+            return load.request_bytes("POST", "/api/v1/activities", host,
+                                      {"Authorization": f"Bearer {tokens[client]}",
+                                       "Content-Type": "application/json"}, body)
+
+        say(f"[{self._elapsed()}] ingest: {clients} clients ({hot} in one team) for {s.ingest_seconds} s")
+        redis = Redis.from_url(self.env.redis_url)
+        started = time.perf_counter()
+        result = load.run(self.web.port, next_request, clients, s.ingest_seconds, warmup=0, expect=(201,))
+        accepted = result.ok(201)
+        load_seconds = time.perf_counter() - started
+        drained = self.wait_for_jobs(redis, s.drain_timeout)
+        total_seconds = time.perf_counter() - started
+        if result.errors:
+            self.notes.append(f"ingest: {result.errors} requests not accepted, e.g. {result.bodies[:1]}")
+        self.figures.update({
+            "ingest_clients": clients, "ingest_hot_clients": hot, "ingest_accepted": accepted,
+            "ingest_rps": round(accepted / result.seconds, 1), "ingest_p50_ms": _r(result.percentile(0.5)),
+            "ingest_p99_ms": _r(result.percentile(0.99)), "ingest_errors": result.errors,
+            "ingest_drained": drained, "ingest_drain_s": round(total_seconds - load_seconds, 1),
+            "ingest_evaluated_per_s": round(accepted / total_seconds, 1) if drained else None,
+            "ingest_failed_jobs": self.failed_jobs(redis),
+        })
+        say(f"[{self._elapsed()}] ingest: {self.figures['ingest_rps']} accepted/s; queue drained "
+            f"{self.figures['ingest_drain_s']} s after the load; checking every total")
+        self.figures.update(self.verify(event, chosen))
+
+    def wait_for_jobs(self, redis, timeout):
+        from rq import Queue
+        from rq.registry import StartedJobRegistry
+
+        from kindstride.jobs.queue import QUEUES
+
+        deadline = time.monotonic() + timeout
+        quiet = 0
+        while time.monotonic() < deadline:
+            busy = sum(Queue(q, connection=redis).count + StartedJobRegistry(q, connection=redis).count
+                       for q in QUEUES)
+            quiet = quiet + 1 if busy == 0 else 0
+            if quiet >= 3:
+                return True
+            time.sleep(0.2)
+        return False
+
+    def failed_jobs(self, redis):
+        from rq.registry import FailedJobRegistry
+
+        from kindstride.jobs.queue import QUEUES
+
+        return sum(FailedJobRegistry(q, connection=redis).count for q in QUEUES)
+
+    def verify(self, event, ingest_users):
+        """Every total against a from-scratch recomputation: participant totals from their results, team totals
+        from their members (SQL, independent of the code that maintains them), and the ingest users' verdicts
+        and duplicates judged again from nothing by the bulk planner."""
+        from kindstride.activities.bulk import recompute
+        from kindstride.db import db
+        from kindstride.tenancy.scope import tenant_scope
+
+        with self.app.app_context(), tenant_scope(event.tenant_id):
+            participants = db.session.execute(sa.text("""
+                SELECT count(*) FROM participant_totals t LEFT JOIN (
+                    SELECT registration_id, coalesce(sum(score), 0) AS score,
+                           coalesce(sum(counted_distance_m), 0) AS distance, count(counted_at) AS activities,
+                           max(counted_at) AS reached_at
+                    FROM activity_results WHERE tenant_id = :t GROUP BY registration_id) r
+                  ON r.registration_id = t.registration_id
+                WHERE t.tenant_id = :t AND (t.score <> coalesce(r.score, 0)
+                   OR t.distance_m <> coalesce(r.distance, 0) OR t.activities <> coalesce(r.activities, 0)
+                   OR t.reached_at IS DISTINCT FROM r.reached_at)"""), {"t": event.tenant_id}).scalar()
+            teams = db.session.execute(sa.text("""
+                SELECT count(*) FROM team_totals tt LEFT JOIN (
+                    SELECT team_id, count(*) AS members, sum(score) AS score, sum(distance_m) AS distance,
+                           max(reached_at) AS reached_at
+                    FROM participant_totals WHERE tenant_id = :t AND team_id IS NOT NULL GROUP BY team_id) m
+                  ON m.team_id = tt.team_id
+                WHERE tt.tenant_id = :t AND (tt.members <> coalesce(m.members, 0)
+                   OR tt.score <> coalesce(m.score, 0) OR tt.distance_m <> coalesce(m.distance, 0)
+                   OR tt.reached_at IS DISTINCT FROM m.reached_at)"""), {"t": event.tenant_id}).scalar()
+            checked, different = recompute(event.tenant_id, ingest_users)
+            stored = db.session.execute(sa.text("SELECT count(*) FROM participant_totals WHERE tenant_id = :t"),
+                                        {"t": event.tenant_id}).scalar()
+            db.session.rollback()
+        return {"verify_participant_totals": stored, "verify_participant_mismatches": participants,
+                "verify_team_mismatches": teams, "verify_rejudged_results": checked,
+                "verify_result_mismatches": different}
+
+    def _elapsed(self):
+        return f"{time.perf_counter() - self.started:6.1f}s"
+
+
+def _sample(items, count, seed):
+    items = list(items)
+    random.Random(seed).shuffle(items)
+    return items[:count]
+
+
+def _ratio(numerator, denominator, digits=3):
+    if not numerator or not denominator:
+        return None
+    return round(numerator / denominator, digits)
+
+
+def _r(value):
+    return None if value is None else round(value, 2)
+
+
+def _tail(path, lines=40):
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# --------------------------------------------------------------------------------------------- the table
+
+
+def table(figures):
+    """The printed table: figure, value, baseline, ratio, goal."""
+    rows = []
+    for step in figures["steps"]:
+        n = f"{step['activities']:,}"
+        rows.append((f"1 import {n}", "activities/s (full path)", f"{step['import_rows_per_s']:,}",
+                     f"COPY {step['copy_rows_per_s']:,}/s", _fmt(step["import_ratio"]),
+                     f">= {GOALS['import_ratio']}"))
+        rows.append((f"4 import {n}", "seconds", f"{step['import_seconds']}", f"COPY {step['copy_seconds']} s", "",
+                     "linear"))
+        rows.append((f"3 board {n}", "rps (top 50)", f"{step['board_rps']}", f"const {step['constant_rps']}",
+                     _fmt(step["board_ratio_rps"]), f">= {GOALS['read_ratio']}"))
+        rows.append((f"3 board {n}", "p50 / p99 ms", f"{step['board_p50_ms']} / {step['board_p99_ms']}",
+                     f"const {step['constant_p50_ms']} / {step['constant_p99_ms']}",
+                     f"{_fmt(step['board_ratio_p50'])} / {_fmt(step['board_ratio_p99'])}",
+                     f"p99 < {GOALS['read_p99_ms']}"))
+        rows.append((f"3 my rank {n}", "rps; p50 / p99 ms",
+                     f"{step['me_rps']}; {step['me_p50_ms']} / {step['me_p99_ms']}", f"const {step['constant_rps']}",
+                     _fmt(step["me_ratio_rps"]), f">= {GOALS['read_ratio']}"))
+        rows.append((f"3 GROUP BY {n}", "ms per query", f"{step['groupby_ms']}", f"board p50 {step['board_p50_ms']}",
+                     f"{_fmt(step['groupby_factor'])}x", f">= {GOALS['groupby_factor']}x"))
+    f = figures
+    rows.append(("2 live ingest", "accepted activities/s", f"{f.get('ingest_rps')}",
+                 f"{f.get('ingest_clients')} clients", "", f">= {GOALS['ingest_rps']}"))
+    rows.append(("2 live ingest", "p50 / p99 ms", f"{f.get('ingest_p50_ms')} / {f.get('ingest_p99_ms')}", "", "", ""))
+    rows.append(("2 live ingest", "evaluated/s (to queue drained)", f"{f.get('ingest_evaluated_per_s')}",
+                 f"drain {f.get('ingest_drain_s')} s", "", ""))
+    rows.append(("2 recomputation", "mismatching totals / verdicts",
+                 f"{f.get('verify_participant_mismatches')} + {f.get('verify_team_mismatches')} / "
+                 f"{f.get('verify_result_mismatches')}",
+                 f"of {f.get('verify_participant_totals')} / {f.get('verify_rejudged_results')}", "", "0"))
+    rows.append(("5 memory", "web worker peak RSS MB", f"{f.get('web_worker_peak_rss_mb')}", "", "",
+                 f"< {GOALS['rss_mb']}"))
+    rows.append(("5 memory", "rq worker peak RSS MB", f"{f.get('rq_worker_peak_rss_mb')}", "", "",
+                 f"< {GOALS['rss_mb']}"))
+    headers = ("scenario", "figure", "value", "baseline", "ratio", "goal")
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    lines = ["  ".join(str(h).ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(lines), headers, rows
+
+
+def markdown_table(headers, rows):
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _fmt(value):
+    return "" if value is None else f"{value}"
+
+
+def describe_machine():
+    """nproc, free -g and lscpu, for the report."""
+    out = {"python": sys.version.split()[0], "platform": platform_module.platform()}
+    for name, command in (("nproc", ["nproc"]), ("free", ["free", "-g"]), ("lscpu", ["lscpu"])):
+        try:
+            out[name] = subprocess.run(command, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            out[name] = None
+    return out
