@@ -18,6 +18,7 @@ from kindstride.db import db
 from kindstride.tenancy.scope import tenant_scope
 from tests.conftest import sign_in
 from tests.support.fake_strava import activity_json, handshake, push_event, start_fake_strava
+from tests.support.i18n import vi
 from tests.support.jobs import run_queued_jobs
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -393,5 +394,6 @@ def test_an_event_for_tenant_a_never_lands_in_tenant_b(site, fake, app, tenants,
     an_on_beta = app.test_client().on("beta")
     sign_in(an_on_beta, "an@beta.example")
     _connect(an_on_beta, fake, AN)
-    assert "connected on another kindstride site" in an_on_beta.get("/account").get_data(as_text=True)
+    refusal = vi("This Strava account is connected on another kindstride site. Disconnect it there first.")
+    assert refusal in an_on_beta.get("/account").get_data(as_text=True)
     assert db.session.get(StravaAthleteRoute, str(AN)).tenant_id == tenants["alpha"]
