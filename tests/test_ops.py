@@ -319,27 +319,54 @@ def test_post_fork_makes_the_worker_open_its_own_connections(app):
     assert db.engine.pool is not pool
 
 
-def test_gunicorn_access_log_is_one_json_line_with_tenant_and_request_id(monkeypatch):
+def _access_line(monkeypatch, tmp_path, log_format, response, environ):
+    """What gunicorn's access log (configured as deploy/gunicorn.conf.py configures it) writes for a request."""
     from gunicorn.config import Config
 
     from kindstride.ops.web import GunicornLogger
 
-    monkeypatch.setenv("KINDSTRIDE_LOG_FORMAT", "json")
+    monkeypatch.setenv("KINDSTRIDE_LOG_FORMAT", log_format)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # else the configuration makes its own
+    settings = runpy.run_path(str(GUNICORN_CONF))
     cfg = Config()
     cfg.set("accesslog", "-")
+    cfg.set("access_log_format", settings["access_log_format"])
     logger = GunicornLogger(cfg)
     stream = io.StringIO()
     for handler in logger.access_log.handlers:
         handler.setStream(stream)
+    logger.access(response, SimpleNamespace(headers=[]), environ, timedelta(milliseconds=12.5))
+    return stream.getvalue()
+
+
+def test_gunicorn_access_log_is_one_json_line_with_tenant_and_request_id(monkeypatch, tmp_path):
     response = SimpleNamespace(status="201 CREATED", headers=[("X-Request-ID", "req-9")], sent=17)
     environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/api/v1/activities", "QUERY_STRING": "",
                "REMOTE_ADDR": "203.0.113.9", "HTTP_HOST": "alpha.example", "HTTP_USER_AGENT": 'ua "quoted"',
                "kindstride.tenant": "alpha", "kindstride.endpoint": "api_activities.Activities",
                "RAW_URI": "/api/v1/activities", "SERVER_PROTOCOL": "HTTP/1.1"}
-    logger.access(response, SimpleNamespace(headers=[]), environ, timedelta(milliseconds=12.5))
-    line = json.loads(stream.getvalue())
+    line = json.loads(_access_line(monkeypatch, tmp_path, "json", response, environ))
     assert line["status"] == 201 and line["tenant"] == "alpha" and line["request_id"] == "req-9"
     assert line["duration_ms"] == 12.5 and line["user_agent"] == 'ua "quoted"' and line["bytes"] == 17
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+@pytest.mark.parametrize(("path", "query", "referer"), [
+    ("/confirm/Zk3-confirm-SECRET", "", ""),
+    ("/password/reset/Zk3-reset-SECRET", "", "https://alpha.example/password/reset/Zk3-older-SECRET"),
+    ("/sso/callback", "code=Zk3-code-SECRET&state=Zk3-state-SECRET", ""),
+    ("/account/strava/callback", "scope=read&code=Zk3-strava-SECRET", "https://www.strava.com/?token=Zk3-SECRET"),
+])
+def test_gunicorn_access_log_never_holds_a_one_time_token(monkeypatch, tmp_path, log_format, path, query,
+                                                          referer):
+    response = SimpleNamespace(status="200 OK", headers=[], sent=5)
+    uri = f"{path}?{query}" if query else path
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": query, "RAW_URI": uri,
+               "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "203.0.113.9", "HTTP_HOST": "alpha.example",
+               "HTTP_REFERER": referer, "HTTP_USER_AGENT": "ua"}
+    line = _access_line(monkeypatch, tmp_path, log_format, response, environ)
+    assert "SECRET" not in line
+    assert "[redacted]" in line and path.split("/")[1] in line  # still says which page was asked for
 
 
 # -- kindstride secrets rotate --------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ prometheus_client is first imported, which this process has done already.
 
 import json
 import os
+import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,6 +58,20 @@ def _log_format():
     return os.environ.get(name) or ENV_VARIABLES[name][1]
 
 
+# One-time credentials travel in a few URLs (confirmation and password-reset links, OAuth codes and states):
+# an access log, which many people and systems read, must never hold one.
+SECRET_PATH = re.compile(r"(/(?:confirm|password/reset)/)[^/?#\s\"]+")
+SECRET_QUERY = re.compile(r"((?:^|[?&])(?:code|state|token|access_token|refresh_token)=)[^&#\s\"]*", re.IGNORECASE)
+REDACTED_ATOMS = ("r", "U", "q", "f")  # request line, path, query string, referer
+
+
+def redact_url(text):
+    """The URL (or request line) with the one-time credentials in it replaced by [redacted]."""
+    if not text:
+        return text
+    return SECRET_QUERY.sub(r"\1[redacted]", SECRET_PATH.sub(r"\1[redacted]", text))
+
+
 class GunicornLogger(GunicornBaseLogger):
     """gunicorn's logger, in the format of KINDSTRIDE_LOG_FORMAT. The JSON access line carries the request
     id the app echoed and the tenant it resolved, so it joins with the app's own log lines."""
@@ -69,6 +84,12 @@ class GunicornLogger(GunicornBaseLogger):
             for handler in self.error_log.handlers:
                 handler.setFormatter(JsonFormatter())
 
+    def atoms(self, resp, req, environ, request_time):
+        atoms = super().atoms(resp, req, environ, request_time)
+        for name in REDACTED_ATOMS:
+            atoms[name] = redact_url(atoms[name])
+        return atoms
+
     def access(self, resp, req, environ, request_time):
         if _log_format() != "json":
             return super().access(resp, req, environ, request_time)
@@ -80,11 +101,11 @@ class GunicornLogger(GunicornBaseLogger):
             "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "level": "INFO",
             "logger": "gunicorn.access",
-            "message": f"{environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')} {status}",
+            "message": f"{environ.get('REQUEST_METHOD')} {redact_url(environ.get('PATH_INFO'))} {status}",
             "remote_addr": environ.get("REMOTE_ADDR"),
             "method": environ.get("REQUEST_METHOD"),
-            "path": environ.get("PATH_INFO"),
-            "query": environ.get("QUERY_STRING") or None,
+            "path": redact_url(environ.get("PATH_INFO")),
+            "query": redact_url(environ.get("QUERY_STRING")) or None,
             "status": int(status),
             "bytes": getattr(resp, "sent", None),
             "duration_ms": round(request_time.total_seconds() * 1000, 3),
@@ -93,7 +114,7 @@ class GunicornLogger(GunicornBaseLogger):
             "endpoint": environ.get("kindstride.endpoint"),
             "request_id": headers.get("x-request-id"),
             "user_agent": environ.get("HTTP_USER_AGENT"),
-            "referer": environ.get("HTTP_REFERER"),
+            "referer": redact_url(environ.get("HTTP_REFERER")),
             "pid": os.getpid(),
         }
         try:
