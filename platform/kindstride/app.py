@@ -10,6 +10,7 @@ from sqlalchemy import event
 from sqlalchemy.exc import DataError, OperationalError
 
 from kindstride.config import load_config
+from kindstride.ops.logging import redact_url
 
 MIGRATIONS_DIR = "migrations"
 
@@ -155,7 +156,8 @@ def _database_unavailable(error):
     from kindstride.db import db
 
     app_logger = logging.getLogger("kindstride.app")
-    app_logger.warning("database unavailable for %s %s: %s", request.method, request.path, type(error.orig).__name__)
+    app_logger.warning("database unavailable for %s %s: %s", request.method, redact_url(request.path),
+                       type(error.orig).__name__)
     try:
         db.session.rollback()
     except Exception:  # the connection is gone; the session is discarded at teardown anyway

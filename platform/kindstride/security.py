@@ -7,6 +7,8 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFProtect
 
+from kindstride.ops.logging import redact_url
+
 csrf = CSRFProtect()
 
 
@@ -137,7 +139,7 @@ def refuse_unstorable_text():
                     raise UnstorableText("body", "the JSON is nested too deeply") from None
                 _check_text(_strings(body, ""))
     except UnstorableText as error:
-        current_app.logger.info("refused %s %s: %s", request.method, request.path, error)
+        current_app.logger.info("refused %s %s: %s", request.method, redact_url(request.path), error)
         if request.path.startswith("/api/"):
             return {"code": 422, "status": "Unprocessable Entity", "message": str(error),
                     "errors": {"fields": [str(error)]}}, 422

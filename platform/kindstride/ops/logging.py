@@ -25,6 +25,19 @@ TEXT_FORMAT = ("%(asctime)s %(levelname)s %(name)s [tenant=%(tenant)s/%(tenant_i
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 
+# One-time credentials travel in a few URLs (confirmation and password-reset links, OAuth codes and states):
+# an access log, which many people and systems read, must never hold one.
+SECRET_PATH = re.compile(r"(/(?:confirm|password/reset)/)[^/?#\s\"]+")
+SECRET_QUERY = re.compile(r"((?:^|[?&])(?:code|state|token|access_token|refresh_token)=)[^&#\s\"]*", re.IGNORECASE)
+
+
+def redact_url(text):
+    """The URL (or request line) with the one-time credentials in it replaced by [redacted]."""
+    if not text:
+        return text
+    return SECRET_QUERY.sub(r"\1[redacted]", SECRET_PATH.sub(r"\1[redacted]", text))
+
+
 request_id_var: ContextVar[str | None] = ContextVar("kindstride_request_id", default=None)
 tenant_slug_var: ContextVar[str | None] = ContextVar("kindstride_tenant_slug", default=None)
 

@@ -8,7 +8,6 @@ prometheus_client is first imported, which this process has done already.
 
 import json
 import os
-import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +16,7 @@ import click
 from gunicorn.glogging import Logger as GunicornBaseLogger
 
 from kindstride.config import ENV_VARIABLES, REPO_ROOT
+from kindstride.ops.logging import redact_url
 
 DEFAULT_CONFIG = REPO_ROOT / "deploy" / "gunicorn.conf.py"
 APP_SPEC = "kindstride.app:create_app()"
@@ -58,18 +58,7 @@ def _log_format():
     return os.environ.get(name) or ENV_VARIABLES[name][1]
 
 
-# One-time credentials travel in a few URLs (confirmation and password-reset links, OAuth codes and states):
-# an access log, which many people and systems read, must never hold one.
-SECRET_PATH = re.compile(r"(/(?:confirm|password/reset)/)[^/?#\s\"]+")
-SECRET_QUERY = re.compile(r"((?:^|[?&])(?:code|state|token|access_token|refresh_token)=)[^&#\s\"]*", re.IGNORECASE)
 REDACTED_ATOMS = ("r", "U", "q", "f")  # request line, path, query string, referer
-
-
-def redact_url(text):
-    """The URL (or request line) with the one-time credentials in it replaced by [redacted]."""
-    if not text:
-        return text
-    return SECRET_QUERY.sub(r"\1[redacted]", SECRET_PATH.sub(r"\1[redacted]", text))
 
 
 class GunicornLogger(GunicornBaseLogger):
