@@ -38,7 +38,6 @@ from typing import NamedTuple
 import sqlalchemy as sa
 
 from kindstride.activities.evaluation import (
-    counted_at,
     facts_of,
     judge,
     local_day,
@@ -182,6 +181,7 @@ class _Writes:
     results: list = field(default_factory=list)  # RESULT_COLUMNS tuples
     result_updates: list = field(default_factory=list)  # (result id, *RESULT_COLUMNS[3:])
     registrations: set = field(default_factory=set)
+    registrations_with_stored_results: set = field(default_factory=set)
     summary: ImportSummary = field(default_factory=ImportSummary)
 
 
@@ -321,7 +321,7 @@ def _judge_one(membership, activity, day, count, distance, stored, writes):
         verdict = judge(facts_of(activity), m.ruleset, context)
     reasons = json.dumps(reason_dicts(verdict.reasons)) if verdict.reasons else EMPTY_REASONS
     values = (m.version, verdict.status, reasons, verdict.score, verdict.counted_distance_m, day,
-              counted_at(activity, verdict.score))
+              activity.end if verdict.score > 0 else None)  # counted_at(): the same start + elapsed
     if stored is None:
         writes.results.append((activity.id, m.challenge_id, membership.registration_id, *values))
     else:
@@ -338,6 +338,7 @@ def _plan_shard(shard, memberships_of):
         plan_user(user_id, shard.new.get(user_id, ()), shard.stored.get(user_id, ()),
                   memberships_of.get(user_id, ()), shard.results, writes)
     writes.summary.participants = len(writes.registrations)
+    writes.registrations_with_stored_results = {registration for registration, _activity in shard.results}
     writes.summary.timed("judge", started)
     return writes
 
@@ -408,8 +409,8 @@ def _allocate_ids(count):
     if not count:
         return []
     if _postgres():
-        ids = db.session.execute(sa.text("SELECT nextval('activities_id_seq') FROM generate_series(1, :n)"),
-                                 {"n": count}).scalars().all()
+        ids = db.session.execute(sa.text("SELECT array_agg(nextval('activities_id_seq')) "
+                                         "FROM generate_series(1, :n)"), {"n": count}).scalar()
         return sorted(ids)
     first = (db.session.execute(sa.text("SELECT max(id) FROM activities")).scalar() or 0) + 1
     return list(range(first, first + count))
@@ -479,10 +480,52 @@ def _write_postgres(connection, tenant_id, writes, now):
             local_day = u.local_day, counted_at = u.counted_at, decided_by_id = NULL, decision_comment = NULL,
             evaluated_at = %s FROM bulk_result_updates u WHERE r.tenant_id = %s AND r.id = u.id""", (now, tenant_id))
     if writes.registrations:
-        cursor.execute(PARTICIPANT_TOTALS_SQL, {"tenant": tenant_id, "registrations": sorted(writes.registrations)})
+        # Planner statistics lag behind a bulk load (a tenant's rows can look absent): a nested loop would then
+        # run the aggregate once per participant. Set-based updates always want hash joins.
+        cursor.execute("SET LOCAL enable_nestloop = off")
+        # Someone with no results before this import: all their results are the ones just written, and their
+        # total is computed here (reading a million fresh rows back would cost more than writing them).
+        fresh = writes.registrations - writes.registrations_with_stored_results
+        _temp_table(cursor, "bulk_totals", TOTAL_TYPES)
+        _copy(cursor, "bulk_totals", TOTAL_TYPES, _fresh_totals(writes.results, fresh))
+        cursor.execute(FRESH_TOTALS_SQL, {"tenant": tenant_id})
+        others = sorted(writes.registrations - fresh)
+        if others:
+            cursor.execute(PARTICIPANT_TOTALS_SQL, {"tenant": tenant_id, "registrations": others})
     timed("participant totals", started)
     cursor.close()
 
+
+TOTAL_TYPES = {"registration_id": "int8", "score": "int8", "distance_m": "int8", "activities": "int4",
+               "reached_at": "timestamptz"}
+
+
+def _fresh_totals(results, registrations):
+    """refresh_participant's sums of the given results, for registrations that have no others."""
+    totals = {}
+    for row in results:
+        registration, score, distance, counted = row[2], row[6], row[7], row[9]
+        if registration not in registrations:
+            continue
+        total = totals.get(registration)
+        if total is None:
+            total = totals[registration] = [registration, 0, 0, 0, None]
+        total[1] += score
+        total[2] += distance
+        if counted is not None:
+            total[3] += 1
+            if total[4] is None or counted > total[4]:
+                total[4] = counted
+    return totals.values()
+
+
+FRESH_TOTALS_SQL = """
+UPDATE participant_totals t
+SET score = b.score, distance_m = b.distance_m, activities = b.activities, reached_at = b.reached_at,
+    version = t.version + 1
+FROM bulk_totals b
+WHERE t.tenant_id = %(tenant)s AND t.registration_id = b.registration_id
+"""
 
 # refresh_participant, for many registrations at once.
 PARTICIPANT_TOTALS_SQL = """
@@ -530,6 +573,8 @@ def _refresh_teams(tenant_id, team_ids_by_challenge, aggregations):
     from kindstride.leaderboards.services import refresh_team
 
     count = 0
+    if _postgres():
+        db.session.execute(sa.text("SET LOCAL enable_nestloop = off"))  # see _write_postgres
     for challenge_id, team_ids in team_ids_by_challenge.items():
         aggregation = aggregations.get(challenge_id)
         if aggregation is None or not team_ids:
@@ -551,6 +596,8 @@ def _refresh_teams(tenant_id, team_ids_by_challenge, aggregations):
                   GROUP BY team_id) s
             WHERE tt.tenant_id = :tenant AND tt.team_id = s.team_id"""),  # noqa: S608 (a fixed expression)
             {"tenant": tenant_id, "teams": sorted(team_ids)})
+    if _postgres():
+        db.session.execute(sa.text("SET LOCAL enable_nestloop = on"))
     return count
 
 
@@ -582,7 +629,8 @@ def import_activities(tenant_id, rows, workers=1) -> ImportSummary:
 def _import(tenant_id, rows, workers):
     started = time.perf_counter()
     now = utcnow()
-    order = sorted(range(len(rows)), key=lambda i: (rows[i].received_at, i))
+    received = [row.received_at for row in rows]
+    order = sorted(range(len(rows)), key=received.__getitem__)  # stable: equal receipts keep their order
     ids = _allocate_ids(len(rows))
     workers = max(1, workers if _postgres() else 1)
     shards = [_Shard() for _ in range(workers)]

@@ -1,5 +1,6 @@
 import json
 import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -30,6 +31,8 @@ def bench_command(scale, json_path, markdown_path, postgres, redis_url, import_w
     Flask app served the same way and rq workers, generates the event, runs every scenario and prints one table.
     Figures are printed, never asserted.
     """
+    # Stopped (a CI timeout, ^C from a wrapper): still stop the servers and drop the database on the way out.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     command = "kindstride bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     figures = Bench(SCALES[scale], postgres, redis_url, keep, import_workers).run()
     figures = {"command": command.strip(), "scale": scale, **figures, "machine_details": describe_machine()}

@@ -161,10 +161,12 @@ def _insert_registrations(tenant_id, challenge_id, user_ids, team_of, rnd):
                                                 distance_m, activities)
                 SELECT tenant_id, challenge_id, id, bib, team_id, 0, 0, 0 FROM registrations
                 WHERE tenant_id = :t AND challenge_id = :c""", t=tenant_id, c=challenge_id)
+    _execute("SET LOCAL enable_nestloop = off")  # fresh rows, stale statistics: see activities.bulk
     _execute("""UPDATE team_totals tt SET members = s.members
                 FROM (SELECT team_id, count(*) AS members FROM participant_totals
                       WHERE tenant_id = :t AND team_id IS NOT NULL GROUP BY team_id) s
                 WHERE tt.tenant_id = :t AND tt.team_id = s.team_id""", t=tenant_id)
+    _execute("SET LOCAL enable_nestloop = on")
 
 
 def issue_tokens(event, user_ids, days=30):

@@ -37,18 +37,20 @@ class Scale:
     read_seconds: float
     warmup: float
     drain_timeout: float
+    job_sample: int = 200  # evaluation jobs timed on forked and on in-process rq workers
+    ingest_runners_per_client: int = 40
     ingest_clients: int = 32
     read_clients: int = 4
     rq_workers: int = 2
 
 
 SCALES = {
-    "tiny": Scale("tiny", (400, 1500), ingest_seconds=2, read_seconds=1, warmup=0.3, drain_timeout=60,
-                  ingest_clients=8),
-    "small": Scale("small", (2_000, 6_000, 20_000), ingest_seconds=6, read_seconds=3, warmup=0.5,
-                   drain_timeout=90),
-    "uprace": Scale("uprace", (10_000, 100_000, 1_000_000), ingest_seconds=30, read_seconds=10, warmup=2,
-                    drain_timeout=600),
+    "tiny": Scale("tiny", (400, 1500), ingest_seconds=2, read_seconds=1, warmup=0.3, drain_timeout=120,
+                  job_sample=30, ingest_clients=8, rq_workers=2, ingest_runners_per_client=5),
+    "small": Scale("small", (1_000, 4_000, 16_000), ingest_seconds=4, read_seconds=2, warmup=0.5,
+                   drain_timeout=120, job_sample=60),
+    "uprace": Scale("uprace", (10_000, 100_000, 1_000_000), ingest_seconds=20, read_seconds=8, warmup=2,
+                    drain_timeout=900, job_sample=600),
 }
 PEOPLE_PER_ACTIVITY = 0.35  # 350,000 runners, 1,000,000 activities
 TEAMS_PER_ACTIVITY = 0.005  # 5,000 teams
@@ -79,26 +81,26 @@ class Bench:
         self.figures["load_average_before"] = servers.load_average()
         self.env = environment.prepare(self.postgres, self.redis_url, keep=self.keep)
         watch = servers.MemoryWatch().start()
-        web = constant = workers = None
+        self.web = self.constant = self.workers = None
         log = open(self.env.instance / "servers.log", "ab")  # noqa: SIM115 (closed in finally)
         try:
             self.app = create_app(self.env.app_config())
             environment.migrate(self.app)
             process_env = self.env.process_env()
             # As deploy/gunicorn.conf.py serves it: 2 workers of 4 threads (gthread); the floor app the same way.
-            web = servers.Gunicorn("kindstride:create_app()", process_env, log=log, threads=WEB_THREADS)
-            constant = servers.Gunicorn("kindstride.bench.constant_app:app", process_env, log=log,
-                                        threads=WEB_THREADS)
-            workers = servers.RqWorkers(self.scale.rq_workers, process_env, log=log)
-            web.wait_ready(load.request_bytes("GET", "/", environment.BASE_DOMAIN))
-            constant.wait_ready(load.request_bytes("GET", "/constant", "localhost"))
-            watch.watch("web", web.worker_pids)
-            watch.watch("rq", workers.pids)
-            self.web, self.constant, self.workers = web, constant, workers
+            self.web = servers.Gunicorn("kindstride:create_app()", process_env, log=log, threads=WEB_THREADS)
+            self.constant = servers.Gunicorn("kindstride.bench.constant_app:app", process_env, log=log,
+                                             threads=WEB_THREADS)
+            self.workers = servers.RqWorkers(self.scale.rq_workers, process_env, log=log)
+            self.web.wait_ready(load.request_bytes("GET", "/", environment.BASE_DOMAIN))
+            self.constant.wait_ready(load.request_bytes("GET", "/constant", "localhost"))
+            watch.watch("web", self.web.worker_pids)
+            watch.watch("rq", lambda: self.workers.pids())
             events = []
             for activities in self.scale.steps:
                 events.append(self.step(activities))
             self.ingest(events[-1])
+            self.job_throughput(events[-1], process_env, log)
             watch.stop()
             self.figures["web_worker_peak_rss_mb"] = watch.peak_mb("web")
             self.figures["rq_worker_peak_rss_mb"] = watch.peak_mb("rq")
@@ -107,7 +109,7 @@ class Bench:
             say(_tail(self.env.instance / "servers.log"))
             raise
         finally:
-            for server in (web, constant, workers):
+            for server in (self.web, self.constant, self.workers):
                 if server is not None:
                     server.stop()
             if watch._thread.is_alive():
@@ -254,34 +256,42 @@ class Bench:
         s = self.scale
         clients = s.ingest_clients
         hot = max(1, clients // 5)
+        # Each client posts for many runners in turn (a club tool, a device vendor's sync): a fifth of the
+        # clients for the members of one team, the others each for runners of their own.
         with self.app.app_context():
             hot_members = [u for u, t in zip(event.user_ids, event.team_of, strict=True) if t == event.hot_team_id]
-            others = [u for u, t in zip(event.user_ids, event.team_of, strict=True)
-                      if t != event.hot_team_id and u not in event.tokens]
-            chosen = _sample(hot_members, hot, seed=11) + _sample(others, clients - hot, seed=12)
-            tokens = generate.issue_tokens(event, chosen)
+            others = _sample([u for u, t in zip(event.user_ids, event.team_of, strict=True)
+                              if t != event.hot_team_id and u not in event.tokens],
+                             s.ingest_runners_per_client * (clients - hot), seed=12)
+            token_of = dict(zip(hot_members + others, generate.issue_tokens(event, hot_members + others),
+                                strict=True))
+        runners = [hot_members[c::hot] for c in range(hot)]
+        runners += [others[c::clients - hot] for c in range(clients - hot)]
         host = f"{event.slug}.{environment.BASE_DOMAIN}"
         now = datetime.now(UTC).replace(microsecond=0)
         first_start = now - timedelta(hours=70)
-        spacing = timedelta(minutes=6, seconds=30)
-        per_client = int(timedelta(hours=69) / spacing)
+        spacing = timedelta(minutes=6, seconds=30)  # a runner's runs never overlap one another
+        rounds = int(timedelta(hours=69) / spacing)
         rnd = random.Random(13)
-        paces = [rnd.uniform(280, 600) for _ in range(clients)]
+        paces = {u: rnd.uniform(280, 600) for u in token_of}
 
         def next_request(client, number):
-            if number >= per_client:
+            mine = runners[client]
+            runner, round_ = mine[number % len(mine)], number // len(mine)
+            if round_ >= rounds:
                 return None
-            pace = paces[client]
+            pace = paces[runner]
             distance = 1000 + (number % 5) * 37.0
             moving = distance / 1000 * pace
-            start = first_start + spacing * number + timedelta(seconds=client)
+            start = first_start + spacing * round_ + timedelta(seconds=client)
             body = json.dumps({"sport": "run", "start": start.isoformat(), "moving_s": round(moving, 1),
                                "elapsed_s": round(moving + 20, 1), "distance_m": distance, "has_gps": True,
                                "title": "Bench run", "split_paces_s_per_km": [round(pace, 1)]}).encode()
             return load.request_bytes("POST", "/api/v1/activities", host,
-                                      {"Authorization": f"Bearer {tokens[client]}",
+                                      {"Authorization": f"Bearer {token_of[runner]}",
                                        "Content-Type": "application/json"}, body)
 
+        chosen = list(token_of)
         say(f"[{self._elapsed()}] ingest: {clients} clients ({hot} in one team) for {s.ingest_seconds} s")
         redis = Redis.from_url(self.env.redis_url)
         started = time.perf_counter()
@@ -303,6 +313,42 @@ class Bench:
         say(f"[{self._elapsed()}] ingest: {self.figures['ingest_rps']} accepted/s; queue drained "
             f"{self.figures['ingest_drain_s']} s after the load; checking every total")
         self.figures.update(self.verify(event, chosen))
+
+    def job_throughput(self, event, process_env, log):
+        """The same evaluation jobs on `kindstride worker` (a forked work horse per job) and on as many
+        in-process workers (rq's SimpleWorker): what the fork per job costs."""
+        from redis import Redis
+
+        from kindstride.activities.evaluation import evaluate_activity
+        from kindstride.activities.models import Activity
+        from kindstride.db import db
+        from kindstride.jobs import enqueue
+        from kindstride.tenancy.scope import tenant_scope
+
+        redis = Redis.from_url(self.env.redis_url)
+        with self.app.app_context(), tenant_scope(event.tenant_id):
+            ids = db.session.scalars(sa.select(Activity.id).order_by(Activity.id.desc())
+                                     .limit(self.scale.job_sample)).all()
+            db.session.rollback()
+
+        def timed():
+            with self.app.app_context(), tenant_scope(event.tenant_id):
+                for activity_id in ids:
+                    enqueue(evaluate_activity, activity_id)  # outside a transaction: queued at once
+            started = time.perf_counter()
+            drained = self.wait_for_jobs(redis, self.scale.drain_timeout)
+            return round(len(ids) / (time.perf_counter() - started), 1) if drained else None
+
+        say(f"[{self._elapsed()}] jobs: {len(ids)} evaluations on forked workers, then on in-process workers")
+        self.figures["jobs_forked_per_s"] = timed()
+        self.workers.stop()
+        self.workers = servers.RqWorkers(self.scale.rq_workers, process_env, log=log, in_process=True)
+        self.workers.wait_registered(redis)
+        self.figures["jobs_in_process_per_s"] = timed()
+        self.figures["jobs_sample"] = len(ids)
+        self.figures["rq_workers"] = self.scale.rq_workers
+        say(f"[{self._elapsed()}] jobs: {self.figures['jobs_forked_per_s']}/s forked, "
+            f"{self.figures['jobs_in_process_per_s']}/s in-process")
 
     def wait_for_jobs(self, redis, timeout):
         from rq import Queue
@@ -421,6 +467,10 @@ def table(figures):
     rows.append(("2 live ingest", "p50 / p99 ms", f"{f.get('ingest_p50_ms')} / {f.get('ingest_p99_ms')}", "", "", ""))
     rows.append(("2 live ingest", "evaluated/s (to queue drained)", f"{f.get('ingest_evaluated_per_s')}",
                  f"drain {f.get('ingest_drain_s')} s", "", ""))
+    rows.append(("2 rq jobs", "evaluations/s: forked / in-process",
+                 f"{f.get('jobs_forked_per_s')} / {f.get('jobs_in_process_per_s')}",
+                 f"{f.get('rq_workers')} workers, {f.get('jobs_sample')} jobs",
+                 _fmt(_ratio(f.get("jobs_forked_per_s"), f.get("jobs_in_process_per_s"))), ""))
     rows.append(("2 recomputation", "mismatching totals / verdicts",
                  f"{f.get('verify_participant_mismatches')} + {f.get('verify_team_mismatches')} / "
                  f"{f.get('verify_result_mismatches')}",

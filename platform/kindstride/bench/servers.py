@@ -121,10 +121,13 @@ class Gunicorn:
 
 
 class RqWorkers:
-    """`kindstride worker` processes; each forks a work horse per job, as in production."""
+    """`kindstride worker` processes, each forking a work horse per job as in production (or, in_process,
+    `python -m kindstride.bench.worker`: the same jobs run in the worker's own process)."""
 
-    def __init__(self, count, env, log=None):
-        self.processes = [subprocess.Popen([str(BIN / "kindstride"), "worker"], env=env, stdout=subprocess.DEVNULL,
+    def __init__(self, count, env, log=None, in_process=False):
+        command = ([sys.executable, "-m", "kindstride.bench.worker"] if in_process
+                   else [str(BIN / "kindstride"), "worker"])
+        self.processes = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                                            stderr=log or subprocess.DEVNULL) for _ in range(count)]
 
     def pids(self):
@@ -134,6 +137,18 @@ class RqWorkers:
                 pids.append(process.pid)
                 pids += _children(process.pid)
         return pids
+
+    def wait_registered(self, redis, timeout=120):
+        """Until every worker has loaded the app and registered with rq."""
+        from rq import Worker
+
+        wanted = {process.pid for process in self.processes}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if wanted <= {worker.pid for worker in Worker.all(connection=redis)}:
+                return
+            time.sleep(0.2)
+        raise ServerError("rq workers did not register")
 
     def alive(self):
         return all(process.poll() is None for process in self.processes)
