@@ -7,7 +7,6 @@ in start order, and every result records the ruleset version it was judged with.
 import zoneinfo
 from dataclasses import dataclass
 from datetime import timedelta
-from fractions import Fraction
 from math import floor
 
 import sqlalchemy as sa
@@ -51,9 +50,11 @@ def judge(facts: ActivityFacts, ruleset: rulesets.ResolvedRuleset, context: Chal
 
 def scored(facts, ruleset, context) -> int:
     scoring, params = ruleset.scoring
-    factor = Fraction(1)
+    factor = 1
     for multiplier, multiplier_params in ruleset.multipliers:
-        factor *= multiplier.factor(facts, multiplier_params, context)
+        applied = multiplier.factor(facts, multiplier_params, context)
+        if applied != 1:  # most days are plain days: no Fraction arithmetic for them
+            factor = applied * factor
     return floor(scoring.score(facts, params) * factor)
 
 
@@ -203,6 +204,9 @@ def reevaluate_registration(challenge, registration, ruleset=None):
     refresh_participant(registration.id)
 
 
+REEVALUATION = "reevaluation"  # the name of its progress record (kindstride.web.progress)
+
+
 def reevaluate_challenge(challenge_id, version):
     """A tenant job: judge every activity again under ruleset `version`, then rebuild the totals."""
     challenge = db.session.get(Challenge, challenge_id)
@@ -211,8 +215,15 @@ def reevaluate_challenge(challenge_id, version):
     ruleset = resolved_ruleset(challenge)
     if ruleset is None:
         return
+    from kindstride.web import progress
+
+    total = db.session.scalar(sa.select(sa.func.count()).select_from(Registration)
+                              .where(Registration.challenge_id == challenge_id))
+    # The admin's ruleset page shows how far this has got; "done" is written once the job's transaction commits.
+    tracker = progress.track(db.session(), REEVALUATION, challenge_id, version, total)
     for registration in db.session.scalars(sa.select(Registration).where(Registration.challenge_id == challenge_id)):
         reevaluate_registration(challenge, registration, ruleset)
+        tracker.step()
     for team_id in _team_ids(challenge):
         refresh_team(team_id, ruleset.team_aggregation)
 

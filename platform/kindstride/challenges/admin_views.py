@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import sqlalchemy as sa
-from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, g, jsonify, redirect, render_template, request, url_for
+from flask_babel import format_decimal
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from marshmallow import fields, missing, validate
@@ -19,6 +20,7 @@ from kindstride.accounts.models import User
 from kindstride.accounts.session import role_required
 from kindstride.activities import moderation
 from kindstride.activities.dry_run import dry_run
+from kindstride.activities.evaluation import REEVALUATION
 from kindstride.activities.models import ACCEPTED, FLAGGED, REJECTED, ActivityResult
 from kindstride.challenges import rulesets, services
 from kindstride.challenges.models import SWITCH_FREE, Challenge, RulesetVersion
@@ -36,6 +38,7 @@ from kindstride.db import db
 from kindstride.plugins import plugin_host
 from kindstride.rules.contract import SPORTS
 from kindstride.rules.messages import reason_message
+from kindstride.web import progress as job_progress
 from kindstride.web.sites import tenant_site_only
 
 bp = Blueprint("challenge_admin", __name__, template_folder="templates", url_prefix="/admin/challenges")
@@ -420,6 +423,8 @@ def ruleset_page(slug):
                 else:
                     services.change_ruleset(challenge, ruleset, note, g.user)
                     version = challenge.ruleset_version
+                    # Before the commit: the commit queues the job, which may even run (and finish) right in it.
+                    job_progress.queued(REEVALUATION, challenge.id, version)
                     db.session.commit()
                     flash(_("Version %(version)s is saved. Every activity of the challenge is being judged again "
                             "with it; the leaderboards update when that is done.", version=version), "success")
@@ -434,8 +439,43 @@ def ruleset_page(slug):
     return render_template(
         "challenge_admin/ruleset.html", challenge=challenge, sections=sections, errors=errors, result=result,
         json_text=json_text, mode=mode, versions=_versions(challenge), reference=reference(sections),
-        note=request.form.get("note", ""),
+        note=request.form.get("note", ""), job=reevaluation_status(challenge),
     ), (400 if errors else 200)
+
+
+def reevaluation_status(challenge):
+    """How far judging every activity again under the current version has got, or None when no such job is
+    known (none since the last day, or the record is of an older version)."""
+    record = job_progress.read(REEVALUATION, challenge.id)
+    if record is None or record.get("run") != challenge.ruleset_version:
+        return None
+    state, done, total = record["state"], int(record.get("done") or 0), int(record.get("total") or 0)
+    numbers = {"version": challenge.ruleset_version, "done": format_decimal(done), "total": format_decimal(total)}
+    texts = {
+        job_progress.QUEUED: _("Version %(version)s: waiting to judge every activity again.", **numbers),
+        job_progress.RUNNING: _("Version %(version)s: judging every activity again, %(done)s of %(total)s "
+                                "participants done.", **numbers),
+        job_progress.DONE: _("Version %(version)s: every activity is judged again (%(total)s participants). "
+                             "The leaderboards are up to date.", **numbers),
+        job_progress.FAILED: _("Version %(version)s: judging again stopped after %(done)s of %(total)s "
+                               "participants. It is tried again in a few minutes.", **numbers),
+    }
+    return {"state": state, "done": done, "total": total, "active": state in job_progress.ACTIVE,
+            "percent": format_decimal(done / total * 100 if total else (100 if state == job_progress.DONE else 0),
+                                      format="#,##0"),
+            "text": texts.get(state, "")}
+
+
+@bp.route("/<slug>/ruleset/progress")
+@role_required("admin")
+def reevaluation_progress(slug):
+    """The re-evaluation's progress as JSON, for kindstride-progress.js to update the page's bar."""
+    challenge = _challenge(slug)
+    status = reevaluation_status(challenge) or {"state": None, "done": 0, "total": 0, "active": False,
+                                                "percent": "0", "text": ""}
+    response = jsonify(status)
+    response.cache_control.no_store = True
+    return response
 
 
 # ---------------------------------------------------------------- the review queue

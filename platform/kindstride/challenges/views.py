@@ -14,6 +14,7 @@ from datetime import datetime, time
 import sqlalchemy as sa
 from babel.dates import format_date as babel_format_date
 from babel.dates import format_datetime as babel_format_datetime
+from babel.dates import format_skeleton as babel_format_skeleton
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 from flask_babel import format_decimal, get_locale
 from flask_babel import gettext as _
@@ -39,6 +40,7 @@ from kindstride.challenges.models import (
 from kindstride.db import db, utcnow
 from kindstride.fundraising.receipts import money
 from kindstride.fundraising.services import beneficiaries_of
+from kindstride.leaderboards import daily
 from kindstride.leaderboards import services as boards
 from kindstride.leaderboards.models import TeamTotal
 from kindstride.payments.services import gateways_of
@@ -202,6 +204,36 @@ def progress(challenge, totals):
             "percent": format_decimal(min(totals.distance_m / challenge.goal_m * 100, 100), format="#,##0.#")}
 
 
+def km_chart(days, values_m, kind, series):
+    """A chart's data for kindstride-charts.js and for the table beside it: one point per day, with the day
+    and the kilometres already formatted in the tenant's locale (the script only draws)."""
+    locale = get_locale()
+    return {
+        "kind": kind, "series": str(series), "day": _("Day"),
+        "labels": [babel_format_skeleton("MMMd", day, locale=locale) for day in days],
+        "dates": [babel_format_date(day, "medium", locale=locale) for day in days],
+        "values": [round(value / 1000, 3) for value in values_m],
+        "texts": [km(value) for value in values_m],
+    }
+
+
+def challenge_daily_chart(challenge):
+    days = daily.challenge_daily(challenge)
+    if not days:
+        return None
+    return km_chart([d.day for d in days], [d.distance_m for d in days], "bars", _("Kilometres per day"))
+
+
+def my_progress_chart(challenge, registration):
+    """A participant's kilometres added up over the days of the challenge."""
+    days = daily.participant_daily(challenge, registration)
+    if not days:
+        return None
+    chart = km_chart([d.day for d in days], daily.cumulative(days), "cumulative", _("Your kilometres so far"))
+    chart["daily_texts"] = [km(d.distance_m) for d in days]
+    return chart
+
+
 def challenge_summaries(limit=20):
     """The tenant's challenges for the home page, newest first, with their totals toward the goal."""
     challenges = db.session.scalars(sa.select(Challenge).where(Challenge.status != DRAFT)
@@ -299,9 +331,10 @@ def challenge_page(slug):
         total = boards.participant_total(registration)
         team = db.session.get(Team, registration.team_id) if registration.team_id else None
         mine = {"registration": registration, "rank": boards.rank_of(challenge, registration), "total": total,
-                "team": team}
+                "team": team, "chart": my_progress_chart(challenge, registration)}
     return render_template(
         "challenges/challenge.html", challenge=challenge, totals=totals, progress=progress(challenge, totals),
+        daily_chart=challenge_daily_chart(challenge),
         top=boards.individual_board(challenge, 1)[:TOP_INDIVIDUALS], team_boards=team_boards, mine=mine,
         unit=score_unit(challenge), can_register=registration is None and registration_open(challenge),
         started=utcnow() >= challenge.counting_start, policy_label=POLICY_LABELS.get(challenge.team_switch_policy),
