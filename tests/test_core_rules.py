@@ -1,6 +1,7 @@
 """The built-in rule strategies (rules_plugins.core_rules): pure functions on crafted facts, no app, no database."""
 
 import json
+import math
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from zoneinfo import ZoneInfo
@@ -137,6 +138,21 @@ def test_average_pace_exactly_at_the_limit_is_judged_exactly_not_in_floats():
     exactly_4_00 = facts(moving_s=996.0, elapsed_s=996.0, distance_m=4150.0)
     assert exactly_4_00.average_pace_s_per_km < 240  # 239.99999999999997 in floats
     assert check("average_pace_window", RUN_4_TO_15, exactly_4_00) == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(distance=st.floats(100, 50_000), offset=st.integers(-3, 3),
+       limit=st.sampled_from(["min_s_per_km", "max_s_per_km"]))
+def test_average_pace_near_a_limit_is_judged_as_exact_fractions_judge_it(distance, offset, limit):
+    # moving times a few floats either side of exactly the limit's pace: the float shortcut must never decide
+    exact_moving = RUN_4_TO_15["windows"]["run"][limit] * distance / 1000
+    moving = exact_moving
+    for _ in range(abs(offset)):
+        moving = math.nextafter(moving, math.inf if offset > 0 else -math.inf)
+    pace = Fraction(moving) * 1000 / Fraction(distance)
+    expected = ([] if 240 <= pace <= 900 else ["pace_too_fast" if pace < 240 else "pace_too_slow"])
+    assert codes("average_pace_window", RUN_4_TO_15, facts(moving_s=moving, elapsed_s=moving,
+                                                           distance_m=distance)) == expected
 
 
 def test_an_average_pace_faster_than_the_window_is_pace_too_fast():

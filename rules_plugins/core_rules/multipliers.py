@@ -10,6 +10,8 @@ from kindstride.rules.contract import ActivityFacts, ChallengeContext, ScoreMult
 
 from .params import FractionField, IsoDateField
 
+UNCHANGED = Fraction(1)  # (immutable: one instance serves every plain day)
+
 
 class LocalDayParams(Schema):
     factor = FractionField(required=True, within=validate.Range(min=0, min_inclusive=False))
@@ -31,12 +33,12 @@ class LocalDayMultiplier(ScoreMultiplier):
         zone = ZoneInfo(context.timezone)
         day = activity.start.astimezone(zone).date()
         if not self.applies_on(day, params):
-            return Fraction(1)
+            return UNCHANGED
         if params["must_end_same_day"]:
             # compared in UTC: comparing two datetimes in one zone ignores DST offsets
             day_end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone).astimezone(UTC)
             if activity.end.astimezone(UTC) > day_end:
-                return Fraction(1)
+                return UNCHANGED
         return Fraction(params["factor"])
 
 

@@ -3,6 +3,10 @@
 Each rule returns at most one Reason per code. Numbers are compared exactly (as fractions of the recorded
 values), so an activity exactly at a limit passes and float rounding never decides a verdict. A value
 beyond a limit is reported rounded away from the limit, so a message never shows it equal to the limit.
+
+Exact and fast: a recorded float compares exactly with an integer limit as it is (Python compares float
+and int exactly); a computed value (a pace, a day's sum) is first computed in floats, and only when that
+lands near a limit is it computed again as a Fraction (an import judges a million activities).
 """
 
 import math
@@ -31,6 +35,17 @@ def pace_s_per_km(seconds: float, metres: float) -> Fraction | None:
     if metres <= 0:
         return None
     return Fraction(seconds) * 1000 / Fraction(metres)
+
+
+# A float computation of a pace or a sum of two floats is off by far less than this, relatively.
+NEAR_LIMIT = 1e-9
+
+
+def clearly_within(approximation: float, low, high) -> bool:
+    """Whether a non-negative value whose float approximation this is lies inside [low, high] with room to
+    spare, so that the exact comparison cannot come out otherwise."""
+    return ((low is None or approximation * (1 - NEAR_LIMIT) > low)
+            and (high is None or approximation * (1 + NEAR_LIMIT) < high))
 
 
 def out_of_range(value, low, high, codes, keys, outcome, **extra) -> Reason | None:
@@ -85,10 +100,13 @@ class AveragePaceWindow(ValidationRule):
 
     def check(self, activity: ActivityFacts, params: dict, context: ChallengeContext) -> list[Reason]:
         window = params["windows"].get(activity.sport)
-        pace = pace_s_per_km(activity.moving_s, activity.distance_m)
-        if window is None or pace is None:  # no distance: distance_limits is the rule that refuses it
+        if window is None or activity.distance_m <= 0:  # no distance: distance_limits is the rule that refuses it
             return []
-        return _listed(out_of_range(pace, window["min_s_per_km"], window["max_s_per_km"],
+        low, high = window["min_s_per_km"], window["max_s_per_km"]
+        if clearly_within(activity.moving_s * 1000 / activity.distance_m, low, high):
+            return []
+        pace = pace_s_per_km(activity.moving_s, activity.distance_m)
+        return _listed(out_of_range(pace, low, high,
                                     ("pace_too_fast", "pace_too_slow"), ("pace_s_per_km", "limit_s_per_km"),
                                     params["outcome"]))
 
@@ -120,7 +138,7 @@ class SplitPaceLimit(ValidationRule):
             return [Reason("splits_unavailable", unavailable, {"distance_m": math.floor(activity.distance_m)})]
         first_by_code = {}
         for km, pace in enumerate(activity.split_paces_s_per_km, start=1):
-            reason = out_of_range(Fraction(pace), params["min_s_per_km"], params["max_s_per_km"],
+            reason = out_of_range(pace, params["min_s_per_km"], params["max_s_per_km"],
                                   ("split_too_fast", "split_too_slow"), ("pace_s_per_km", "limit_s_per_km"),
                                   params["outcome"], km=km)
             if reason is not None:
@@ -143,7 +161,7 @@ class DistanceLimits(ValidationRule):
     params_schema = DistanceLimitsParams
 
     def check(self, activity: ActivityFacts, params: dict, context: ChallengeContext) -> list[Reason]:
-        return _listed(out_of_range(Fraction(activity.distance_m), params["min_m"], params["max_m"],
+        return _listed(out_of_range(activity.distance_m, params["min_m"], params["max_m"],
                                     ("too_short", "too_long"), ("distance_m", "limit_m"), params["outcome"]))
 
 
@@ -284,8 +302,11 @@ class DailyLimits(ValidationRule):
         if params["max_activities"] is not None and count > params["max_activities"]:
             reasons.append(Reason("daily_activity_limit", params["outcome"],
                                   {"count": count, "limit": params["max_activities"]}))
+        limit = params["max_distance_m"]
+        if clearly_within(context.same_day_distance_m + activity.distance_m, None, limit):
+            return reasons
         day_distance = Fraction(context.same_day_distance_m) + Fraction(activity.distance_m)
-        reasons += _listed(out_of_range(day_distance, None, params["max_distance_m"],
+        reasons += _listed(out_of_range(day_distance, None, limit,
                                         (None, "daily_distance_limit"), ("day_distance_m", "limit_m"),
                                         params["outcome"]))
         return reasons
