@@ -10,10 +10,11 @@ from kindstride.leaderboards.models import ParticipantTotal, TeamTotal
 from kindstride.ledger.models import LedgerEntry, LedgerTransaction
 from kindstride.payments.models import Payment, WebhookDelivery
 from kindstride.tenancy.models import Tenant, TenantDomain, TenantSecret
+from kindstride.web.models import ThemeAsset
 
 __all__ = [
     "AccountToken", "Activity", "ActivityResult", "ApiToken", "AuditEntry", "Beneficiary", "Challenge", "Division",
     "Donation", "FundraisingPage", "LedgerEntry", "LedgerTransaction", "Operator", "ParticipantTotal", "Payment",
     "Pledge", "Registration", "RulesetVersion", "StravaAthleteRoute", "StravaConnection", "Team", "TeamTotal",
-    "Tenant", "TenantDomain", "TenantSecret", "User", "UserRole", "WebhookDelivery",
+    "Tenant", "TenantDomain", "TenantSecret", "ThemeAsset", "User", "UserRole", "WebhookDelivery",
 ]

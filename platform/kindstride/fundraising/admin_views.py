@@ -34,6 +34,7 @@ from kindstride.payments.models import Payment
 from kindstride.payments.reconciliation import reconcile
 from kindstride.plugins import plugin_host
 from kindstride.tenancy.settings_schema import BrandingSchema, flatten_errors
+from kindstride.web import logos
 from kindstride.web.sites import tenant_site_only
 
 bp = Blueprint("money_admin", __name__, template_folder="templates")
@@ -423,13 +424,70 @@ def branding_page():
             return redirect(url_for("money_admin.branding_page"))
         values = wanted
     else:
-        values = {"primary_color": current.get("primary_color", "#1f5fbf"),
-                  "accent_color": current.get("accent_color", "#f28c28"),
-                  "tagline": current.get("tagline", ""), "about": current.get("about", "")}
+        values = _branding_values(current)
+    return _branding_page(errors, values)
+
+
+def _branding_values(current):
+    return {"primary_color": current.get("primary_color", "#1f5fbf"),
+            "accent_color": current.get("accent_color", "#f28c28"),
+            "tagline": current.get("tagline", ""), "about": current.get("about", "")}
+
+
+def _branding_page(errors, values, logo_errors=None):
+    tenant = g.tenant
+    logo_errors = logo_errors or FormErrors()
     primary = values["primary_color"] if re.fullmatch(r"#[0-9a-f]{6}", values["primary_color"] or "") else None
     return render_template(
         "money_admin/branding.html", errors=errors, values=values, domains=[d.domain for d in tenant.domains],
         synced=_synced_from_file(), tenant_address=f"{tenant.slug}.{current_app.config['BASE_DOMAIN']}",
         ratio=_ratio_text(contrast_ratio("#ffffff", primary)) if primary else None,
-        minimum=format_decimal(MIN_CONTRAST), has_logo=bool(current.get("logo")),
-    ), (400 if errors else 200)
+        minimum=format_decimal(MIN_CONTRAST), logo=tenant.branding.get("logo"), logo_errors=logo_errors,
+        logo_accept=logos.ACCEPT, logo_limit=format_decimal(logos.MAX_BYTES // 1024),
+        logo_side=logos.MAX_SIDE,
+    ), (400 if errors or logo_errors else 200)
+
+
+def _logo_message(error):
+    if error.code == "empty":
+        return _("Choose an image file for the logo.")
+    if error.code == "too_large":
+        return _("The logo file is too large: at most %(limit)s KB.",
+                 limit=format_decimal(error.params["limit"] // 1024))
+    if error.code == "svg":
+        return _("SVG logos are not accepted here (an SVG file can contain scripts). Upload a PNG, JPEG or WebP "
+                 "image.")
+    if error.code == "too_many_pixels":
+        return _("The logo image is too big: at most 5000 by 5000 pixels.")
+    return _("The logo must be a PNG, JPEG or WebP image; this file is not one.")
+
+
+@bp.route("/admin/branding/logo", methods=["POST"])
+def logo_upload():
+    """Upload (or remove) the site's logo; it shows in every page's header at once."""
+    tenant = g.tenant
+    errors = FormErrors()
+    if request.form.get("action") == "remove":
+        if not tenant.branding.get("logo"):
+            return redirect(url_for("money_admin.branding_page"))
+        tenant.settings = {**tenant.settings, "branding": {**tenant.branding, "logo": None}}
+        audit.record("tenant.logo_removed", "tenant", tenant.id)
+        db.session.commit()
+        flash(_("The logo is removed."), "success")
+        return redirect(url_for("money_admin.branding_page"))
+    upload = request.files.get("logo")
+    if upload is None or not upload.filename:
+        errors.add("logo", _("Choose an image file for the logo."))
+    else:
+        try:
+            data, content_type, extension = logos.prepare(upload.filename, upload.stream.read(logos.MAX_BYTES + 1))
+        except logos.LogoError as error:
+            errors.add("logo", _logo_message(error))
+    if errors:
+        return _branding_page(FormErrors(), _branding_values(tenant.branding), logo_errors=errors)
+    name = logos.store(data, content_type, extension, uploaded_by=g.user)
+    tenant.settings = {**tenant.settings, "branding": {**tenant.branding, "logo": name}}
+    audit.record("tenant.logo_uploaded", "tenant", tenant.id, content_type=content_type, bytes=len(data))
+    db.session.commit()
+    flash(_("The logo is saved. It shows at the top of every page."), "success")
+    return redirect(url_for("money_admin.branding_page"))
