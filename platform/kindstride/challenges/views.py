@@ -391,8 +391,10 @@ def team_page(slug, team_id):
     division = db.session.get(Division, team.division_id) if team.division_id else None
     registration = my_registration(challenge)
     is_member = registration is not None and registration.team_id == team.id
+    from kindstride.fundraising.views import donation_gateways
+
     return render_template("challenges/team.html", challenge=challenge, team=team, rows=rows, total=total,
-                           division=division, is_member=is_member, page=page,
+                           division=division, is_member=is_member, page=page, can_donate=bool(donation_gateways()),
                            has_next=len(rows) == boards.PAGE_SIZE, unit=score_unit(challenge))
 
 
