@@ -37,6 +37,7 @@ from kindstride.challenges.views import (
 from kindstride.db import db
 from kindstride.plugins import plugin_host
 from kindstride.rules.contract import SPORTS
+from kindstride.rules.labels import plugin_text
 from kindstride.rules.messages import reason_message
 from kindstride.web import progress as job_progress
 from kindstride.web.sites import tenant_site_only
@@ -301,7 +302,7 @@ def editor_state(ruleset, from_form):
                 for spec in specs:
                     spec.value = _shown(spec, stored.get(name, {}).get(spec.name, spec.default)
                                         if used else spec.default)
-            strategies.append({"name": name, "label": getattr(strategy, "label", name), "used": used,
+            strategies.append({"name": name, "label": plugin_text(getattr(strategy, "label", name)), "used": used,
                                "description": _description(strategy), "fields": specs})
         sections.append({"key": section, "many": many, "label": SECTION_LABELS[section],
                          "hint": SECTION_HINTS[section], "strategies": strategies,

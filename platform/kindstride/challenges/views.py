@@ -46,6 +46,7 @@ from kindstride.leaderboards.models import TeamTotal
 from kindstride.payments.services import gateways_of
 from kindstride.plugins import plugin_host
 from kindstride.rules.contract import SPORTS
+from kindstride.rules.labels import plugin_text
 from kindstride.rules.messages import reason_message
 from kindstride.web.sites import tenant_site_only
 
@@ -152,7 +153,7 @@ def _formatting(state):
     state.app.jinja_env.globals.update(
         ks_km=km, ks_duration=duration, ks_pace=pace, ks_datetime=local_datetime, ks_date=local_date,
         ks_score=score_text, ks_score_heading=score_heading, ks_sport=lambda sport: SPORT_LABELS.get(sport, sport),
-        ks_page_url=page_url)
+        ks_page_url=page_url, ks_plugin_text=plugin_text)
 
 
 def page_url(page):
@@ -447,7 +448,7 @@ def register_page(slug):
         teams=_teams_to_join(challenge) if challenge.allow_teams else [], genders=GENDER_LABELS,
         is_open=registration_open(challenge),
         beneficiary_options=[(b.id, b.name) for b in beneficiaries_of(challenge)],
-        gateway_options=[(name, gateway.label) for name, gateway in gateways_of(g.tenant).items()]
+        gateway_options=[(name, plugin_text(gateway.label)) for name, gateway in gateways_of(g.tenant).items()]
         if challenge.entry_fee_minor else [],
         entry_fee=money(challenge.entry_fee_minor, g.tenant.currency) if challenge.entry_fee_minor else None,
         idempotency_key=request.form.get("idempotency_key") or secrets.token_urlsafe(16),

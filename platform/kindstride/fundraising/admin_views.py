@@ -33,6 +33,7 @@ from kindstride.payments.contract import SUCCEEDED, GatewayError
 from kindstride.payments.models import Payment
 from kindstride.payments.reconciliation import reconcile
 from kindstride.plugins import plugin_host
+from kindstride.rules.labels import plugin_text
 from kindstride.tenancy.settings_schema import BrandingSchema, flatten_errors
 from kindstride.web import logos
 from kindstride.web.sites import tenant_site_only
@@ -115,7 +116,7 @@ def index():
         rows.append({"challenge": challenge, "totals": totals, "pledges": pledges})
     gateways = payments.gateways_of(g.tenant)
     return render_template("money_admin/index.html", rows=rows,
-                           gateways=[gateway.label for gateway in gateways.values()])
+                           gateways=[plugin_text(gateway.label) for gateway in gateways.values()])
 
 
 # ---------------------------------------------------------------- beneficiaries
@@ -167,7 +168,7 @@ def _pledges_page(challenge, errors=None, error_pledge_id=None, status=200):
         else:
             scope = _("The whole challenge")
         rows.append({"pledge": pledge, "figures": pledge_figures(pledge), "scope": scope,
-                     "rule": getattr(rules.get(pledge.rule), "label", pledge.rule),
+                     "rule": plugin_text(getattr(rules.get(pledge.rule), "label", pledge.rule)),
                      "beneficiary": beneficiaries.get(pledge.beneficiary_id)})
     return render_template("money_admin/pledges.html", challenge=challenge, rows=rows, errors=errors or FormErrors(),
                            error_pledge_id=error_pledge_id, form=request.form), status

@@ -21,6 +21,7 @@ from kindstride.fundraising.receipts import money
 from kindstride.ledger.models import LedgerEntry, LedgerTransaction
 from kindstride.ledger.services import balance
 from kindstride.plugins import plugin_host
+from kindstride.rules.labels import plugin_text
 
 MONEY_PARAMS = frozenset({"rate_per_km", "amount", "cap"})  # the built-in rules' amounts, in minor units
 MARGIN, LABEL_WIDTH = 50, 150
@@ -87,7 +88,7 @@ def statement_lines(pledge):
         (_("Activities count"), _("%(start)s to %(end)s",
                                   start=local_date(challenge.counting_start, challenge.timezone),
                                   end=local_date(challenge.counting_end, challenge.timezone))),
-        (_("Pledge rule"), getattr(rule, "label", pledge.rule)),
+        (_("Pledge rule"), plugin_text(getattr(rule, "label", pledge.rule))),
         (_("Terms"), _params_text(pledge)),
         (_("Scope"), _scope(pledge)),
         (_("For"), beneficiary.name if beneficiary else _("The challenge's general fund")),

@@ -47,6 +47,7 @@ from kindstride.payments import services as payments
 from kindstride.payments.contract import SUCCEEDED, GatewayError
 from kindstride.payments.models import Payment
 from kindstride.plugins import plugin_host
+from kindstride.rules.labels import plugin_text
 from kindstride.security import content_security_policy
 from kindstride.web.sites import tenant_site_only
 
@@ -374,7 +375,8 @@ def _donate_form(challenge, team, participant, gateways, beneficiaries, errors, 
     posted = request.method == "POST"
     return render_template(
         "fundraising/donate.html", challenge=challenge, team=team, participant=participant, errors=errors,
-        gateways=[(name, gateway.label) for name, gateway in gateways.items()], beneficiaries=beneficiaries,
+        gateways=[(name, plugin_text(gateway.label)) for name, gateway in gateways.items()],
+        beneficiaries=beneficiaries,
         presets=[(str(amount), money(amount, currency)) for amount in choices], key=key, form=request.form,
         preset=request.form.get("preset") if posted else str(choices[1 if len(choices) > 1 else 0]),
         beneficiary_id=request.form.get("beneficiary_id") if posted else str(
@@ -524,7 +526,8 @@ def my_pledges():
         .where(Pledge.sponsor_id == g.user.id).order_by(Pledge.created_at.desc(), Pledge.id.desc())).all()
     rules = plugin_host().strategies("register_pledge_rules", g.tenant)
     pledges = [{"pledge": pledge, "challenge": challenge, "figures": pledge_figures(pledge),
-                "rule": getattr(rules.get(pledge.rule), "label", pledge.rule)} for pledge, challenge in rows]
+                "rule": plugin_text(getattr(rules.get(pledge.rule), "label", pledge.rule))}
+               for pledge, challenge in rows]
     open_challenges = db.session.scalars(sa.select(Challenge).where(Challenge.status != DRAFT)
                                          .order_by(Challenge.counting_start.desc()).limit(50)).all()
     return render_template("fundraising/my_pledges.html", pledges=pledges, challenges=open_challenges)
@@ -539,7 +542,7 @@ def pledge_section(from_form):
         specs = param_fields(strategy, PLEDGE_SECTION)
         for spec in specs:
             spec.value = _posted(spec) if from_form else _shown(spec, spec.default)
-        strategies.append({"name": name, "label": getattr(strategy, "label", name), "used": name == chosen,
+        strategies.append({"name": name, "label": plugin_text(getattr(strategy, "label", name)), "used": name == chosen,
                            "description": _description(strategy), "fields": specs})
     return {"key": PLEDGE_SECTION, "many": False, "strategies": strategies}
 
