@@ -165,9 +165,45 @@ def challenges_for(activity):
 
 def evaluate_activity(activity_id):
     """A tenant job: judge a new or changed activity in every challenge its owner is in."""
-    activity = db.session.get(Activity, activity_id)
-    if activity is None:
-        return
+    evaluate_activities([[activity_id]])
+
+
+def evaluate_activities(calls):
+    """The batched form of evaluate_activity (kindstride.jobs.queue runs queued evaluations this way, calls being
+    the argument lists of many evaluate_activity jobs): every activity is judged as evaluate_activity judges it,
+    in the order given, in one transaction; each touched participant total and team total is then recomputed
+    once, in id order (participants, then teams), instead of once per activity. The owners of the activities are
+    locked first (a transaction-level advisory lock per person, in id order), so two batches never judge the same
+    person's days at the same time."""
+    ids = list(dict.fromkeys(call[0] for call in calls))
+    activities = {a.id: a for a in db.session.scalars(sa.select(Activity).where(Activity.id.in_(ids)))}
+    _lock_people(sorted({a.user_id for a in activities.values()}))
+    touched = {}  # registration id -> team aggregation of its challenge's ruleset
+    for activity_id in ids:
+        activity = activities.get(activity_id)
+        if activity is not None:
+            _evaluate(activity, touched)
+    teams = {}
+    for registration_id in sorted(touched):
+        total = refresh_participant(registration_id)
+        if total is not None and total.team_id is not None and touched[registration_id] is not None:
+            teams[total.team_id] = touched[registration_id]
+    for team_id in sorted(teams):
+        refresh_team(team_id, teams[team_id])
+
+
+EVALUATION_LOCK = 0x6B73  # advisory lock class of "judging this person's activities" (objid: the user id)
+
+
+def _lock_people(user_ids):
+    if db.session.get_bind().dialect.name != "postgresql":
+        return  # SQLite serialises writers anyway
+    for user_id in user_ids:
+        db.session.execute(sa.text("SELECT pg_advisory_xact_lock(:kind, :person)"),
+                           {"kind": EVALUATION_LOCK, "person": user_id % 2**31})
+
+
+def _evaluate(activity, touched):
     for challenge, registration in challenges_for(activity):
         ruleset = resolved_ruleset(challenge)
         if ruleset is None:
@@ -179,7 +215,10 @@ def evaluate_activity(activity_id):
             result = record(challenge, registration, later, ruleset)
             if later is activity and result.status == ACCEPTED:
                 plugin_host().manager.hook.activity_accepted(tenant_id=activity.tenant_id, activity_id=activity.id)
-        refresh_participant(registration.id, ruleset.team_aggregation)
+        touched[registration.id] = ruleset.team_aggregation
+
+
+evaluate_activity.batch = evaluate_activities  # queued evaluations are run in batches (kindstride.jobs.queue)
 
 
 def _same_day_from(challenge, registration, activity):

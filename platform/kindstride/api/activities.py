@@ -74,10 +74,11 @@ def with_messages(result):
             "reasons": [{**reason, "message": reason_message(reason)} for reason in result.reasons]}
 
 
-def _with_results(activity):
-    results = db.session.scalars(sa.select(ActivityResult).where(ActivityResult.activity_id == activity.id)
+def _with_results(activity, attributes=None):
+    attributes = attributes or _attributes(activity, ActivityOutSchema)
+    results = db.session.scalars(sa.select(ActivityResult).where(ActivityResult.activity_id == attributes["id"])
                                  .order_by(ActivityResult.challenge_id)).all()
-    return {**_attributes(activity, ActivityOutSchema), "results": [with_messages(r) for r in results]}
+    return {**attributes, "results": [with_messages(r) for r in results]}
 
 
 def _own_activity(activity_id):
@@ -110,8 +111,11 @@ class Activities(MethodView):
         except ActivityError as error:
             db.session.rollback()
             refuse(error)
+        # Read before the commit expires them: the activity's own columns are as stored, and reading them after
+        # would cost a query. Its verdicts are read after the commit (in-process jobs judge it during the commit).
+        attributes = _attributes(activity, ActivityOutSchema)
         db.session.commit()
-        return _with_results(activity)
+        return _with_results(activity, attributes)
 
 
 @blp.route("/activities/upload")

@@ -1,16 +1,45 @@
-"""Bearer API tokens: each request names a token of this tenant with the scope the endpoint needs."""
+"""Bearer API tokens: each request names a token of this tenant with the scope the endpoint needs.
 
+A token's lookup (the token, its account and the account's roles) is remembered per process for a few seconds,
+keyed by the tenant and the token's hash, and checked against the tenant's *auth generation* in Redis on every
+use: any committed change to that tenant's accounts, roles or tokens (a revocation, a role taken away, an
+account disabled) bumps the generation, so the very next request everywhere reads the database again. Without
+Redis the cache of the process that made the change is cleared on commit, and other processes see it within
+API_TOKEN_CACHE_SECONDS. An expired token is refused from the cache too. last_used_at is recorded at most once
+a minute per token (LAST_USED_GRANULARITY), not on every request.
+"""
+
+import copy
+import logging
+import random
+import threading
+import time
+from datetime import timedelta
 from functools import wraps
 
-from flask import g, request
+import sqlalchemy as sa
+from flask import current_app, g, request
 from flask_smorest import abort
+from redis import RedisError
+from sqlalchemy import event
+from sqlalchemy.orm import Session
 
+from kindstride.accounts.models import ApiToken, User, UserRole
 from kindstride.accounts.services import PRIVILEGED_SCOPES, authenticate_api_token, roles_of
-from kindstride.db import db
+from kindstride.accounts.tokens import hash_token
+from kindstride.db import db, utcnow
+from kindstride.tenancy.resolution import attach_cached
+from kindstride.tenancy.scope import current_tenant_id
+
+log = logging.getLogger(__name__)
 
 BEARER_SCHEME = {"bearerAuth": {"type": "http", "scheme": "bearer", "description": "an API token (ks_...)"}}
 # For @blp.doc(**BEARER): marks an endpoint as token-authenticated in the OpenAPI document.
 BEARER = {"security": [{"bearerAuth": []}]}
+
+DEFAULT_CACHE_SECONDS = 10.0
+LAST_USED_GRANULARITY = timedelta(minutes=1)
+MAX_CACHED_TOKENS = 50_000
 
 
 def token_required(scope):
@@ -21,20 +50,190 @@ def token_required(scope):
             kind, _sep, token = header.partition(" ")
             if kind.lower() != "bearer" or not token:
                 abort(401, message="Authorization: send 'Bearer <API token>'")
-            found = authenticate_api_token(token.strip())
+            found = _authenticate(token.strip())
             if found is None:
                 abort(401, message="Authorization: the token is unknown, expired or revoked on this site")
-            user, api_token = found
+            user, api_token, roles = found
             if scope not in api_token.scopes:
                 abort(403, message=f"Authorization: the token lacks the {scope!r} scope")
-            roles = frozenset(roles_of(user))
             # A role taken away after the token was made takes its privileged scope with it.
             if scope in PRIVILEGED_SCOPES and not roles & PRIVILEGED_SCOPES[scope]:
                 abort(403, message=f"Authorization: the {scope!r} scope needs a role this account no longer has")
-            db.session.commit()  # records last_used_at
             g.user, g.api_token, g.roles = user, api_token, roles
             return view(*args, **kwargs)
 
         return wrapper
 
     return decorator
+
+
+# ---------------------------------------------------------------------------------------------- the cache
+
+_cache: dict = {}  # (tenant id, token hash) -> _Entry
+_lock = threading.Lock()
+_local_generation = 0  # bumped when this process commits an account change: entries read before it are dropped
+_USER_COLUMNS = tuple(attr.key for attr in sa.inspect(User).column_attrs)
+_TOKEN_COLUMNS = tuple(attr.key for attr in sa.inspect(ApiToken).column_attrs)
+_CHANGED = "kindstride.auth_changed"  # session.info: tenants whose accounts changed in this transaction
+_BOOKKEEPING = "kindstride_auth_bookkeeping"  # execution option: last_used_at only, no generation bump
+
+
+class _Entry:
+    __slots__ = ("expires", "generation", "local", "user", "token", "roles", "last_used_at")
+
+    def __init__(self, expires, generation, local, user, token, roles, last_used_at):
+        self.expires, self.generation, self.local = expires, generation, local
+        self.user, self.token, self.roles, self.last_used_at = user, token, roles, last_used_at
+
+
+def _authenticate(token):
+    """(user, api token, roles) for a valid token of the current tenant, or None."""
+    tenant_id = current_tenant_id()
+    seconds = float(current_app.config.get("API_TOKEN_CACHE_SECONDS", DEFAULT_CACHE_SECONDS))
+    if tenant_id is None or seconds <= 0:
+        return _from_database(token)
+    key = (tenant_id, hash_token(token))
+    local = _local_generation
+    generation = _generation(tenant_id)
+    if generation is False:  # Redis is configured but does not answer: no cache, the database decides
+        return _from_database(token)
+    entry = _cache.get(key)
+    now = time.monotonic()
+    if entry is not None and entry.expires > now and entry.generation == generation and entry.local == local:
+        if entry.token["expires_at"] < utcnow():
+            return None
+        user, api_token = attach_cached(User, entry.user), attach_cached(ApiToken, entry.token)
+        _record_use(entry, api_token)
+        return user, api_token, entry.roles
+    found = _from_database(token)
+    if found is not None and generation is not None:
+        user, api_token, roles = found
+        entry = _Entry(now + seconds, generation, local, _values(user, _USER_COLUMNS),
+                       _values(api_token, _TOKEN_COLUMNS), roles, api_token.last_used_at)
+        with _lock:
+            if local == _local_generation:
+                if len(_cache) >= MAX_CACHED_TOKENS:
+                    _cache.clear()
+                _cache[key] = entry
+    return found
+
+
+def _from_database(token):
+    found = authenticate_api_token(token)
+    if found is None:
+        return None
+    user, api_token = found
+    roles = frozenset(roles_of(user))
+    db.session.commit()  # records last_used_at
+    return user, api_token, roles
+
+
+def _record_use(entry, api_token):
+    """last_used_at, at most once a minute per token and process."""
+    now = utcnow()
+    if entry.last_used_at is not None and now - entry.last_used_at < LAST_USED_GRANULARITY:
+        return
+    entry.last_used_at = now
+    db.session.execute(sa.update(ApiToken).where(ApiToken.id == api_token.id).values(last_used_at=now),
+                       execution_options={_BOOKKEEPING: True})
+    db.session.commit()
+
+
+def _generation_key(tenant_id):
+    return f"kindstride:t{tenant_id}:auth_generation"
+
+
+def _redis():
+    if not current_app.config.get("REDIS_URL"):
+        return None
+    return current_app.extensions.get("kindstride.redis")
+
+
+def _generation(tenant_id):
+    """The tenant's auth generation (bytes); None without Redis (the TTL alone bounds staleness) or while the
+    key is being created; False when Redis fails."""
+    redis = _redis()
+    if redis is None:
+        return b""
+    try:
+        value = redis.get(_generation_key(tenant_id))
+        if value is None:
+            # A counter created afresh (Redis restarted or flushed) must never match what an entry remembers.
+            redis.set(_generation_key(tenant_id), random.getrandbits(48), nx=True)
+        return value
+    except RedisError as error:
+        log.warning("API token cache: Redis unavailable (%s); reading tokens from the database", error)
+        return False
+
+
+def _values(obj, columns):
+    return {name: copy.deepcopy(getattr(obj, name)) for name in columns}
+
+
+def clear_cache():
+    global _local_generation
+    with _lock:
+        _local_generation += 1
+        _cache.clear()
+
+
+def _changes_access(obj):
+    if isinstance(obj, User | UserRole):
+        return True
+    if isinstance(obj, ApiToken):
+        state = sa.inspect(obj)
+        if state.pending or state.deleted or state.was_deleted:
+            return True
+        changed = {attr.key for attr in state.attrs if attr.history.has_changes()}
+        return bool(changed - {"last_used_at"})
+    return False
+
+
+@event.listens_for(Session, "after_flush")
+def _note_account_changes(session, flush_context):
+    for obj in (*session.new, *session.dirty, *session.deleted):
+        if _changes_access(obj):
+            session.info.setdefault(_CHANGED, set()).add(obj.tenant_id)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _note_bulk_account_changes(state):
+    if not (state.is_update or state.is_delete) or state.execution_options.get(_BOOKKEEPING):
+        return
+    mapper = state.bind_mapper
+    if mapper is not None and mapper.class_ in (User, UserRole, ApiToken):
+        tenant_id = current_tenant_id()
+        state.session.info.setdefault(_CHANGED, set()).add(tenant_id)
+
+
+@event.listens_for(Session, "after_commit")
+def _bump_after_commit(session):
+    if session.in_nested_transaction():
+        return
+    tenants = session.info.pop(_CHANGED, None)
+    if not tenants:
+        return
+    clear_cache()
+    try:
+        redis = _redis()
+    except RuntimeError:  # outside an app context: other processes see it within API_TOKEN_CACHE_SECONDS
+        return
+    if redis is None:
+        return
+    try:
+        pipe = redis.pipeline()
+        for tenant_id in tenants:
+            if tenant_id is None:  # a change outside any tenant scope: every tenant's cache goes
+                for key in redis.scan_iter("kindstride:t*:auth_generation"):
+                    pipe.incr(key)
+            else:
+                pipe.incr(_generation_key(tenant_id))
+        pipe.execute()
+    except RedisError as error:
+        log.warning("API token cache: cannot bump the auth generation (%s)", error)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_after_rollback(session):
+    if not session.in_nested_transaction():
+        session.info.pop(_CHANGED, None)

@@ -1,7 +1,7 @@
 """API: leaderboards (individuals by gender and age group, teams by division, members of a team),
 the caller's rank, and challenge totals. Public: only counted kilometres and names are shown."""
 
-from flask import g
+from flask import current_app, g
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 from marshmallow import Schema, fields, validate
@@ -9,11 +9,14 @@ from marshmallow import Schema, fields, validate
 from kindstride.api.auth import BEARER, token_required
 from kindstride.api.common import challenge_or_404
 from kindstride.challenges.services import registration_of
+from kindstride.leaderboards import ranking
 from kindstride.leaderboards import services as boards
+from kindstride.tenancy.scope import require_tenant_id
 from kindstride.web.sites import tenant_site_only
 
 blp = Blueprint("api_leaderboards", __name__, url_prefix="/api/v1", description="Leaderboards and totals")
 blp.before_request(tenant_site_only)
+CACHED_PAGES = 20  # the first pages of each board (unfiltered or by gender, age group, team) are kept in Redis
 
 
 class BoardQuery(Schema):
@@ -60,9 +63,28 @@ class IndividualBoard(MethodView):
     @blp.response(200, RowSchema(many=True))
     def get(self, query, slug):
         """Individuals, 50 a page; filter by gender, age group, team; search by name or bib."""
+        tenant_id = require_tenant_id()
+        variant = _variant(query)
+        if variant is not None:
+            body = ranking.cached_page(tenant_id, slug, variant)
+            if body is not None:
+                return current_app.response_class(body, mimetype=current_app.json.mimetype)
         challenge = challenge_or_404(slug)
-        return boards.individual_board(challenge, query["page"], query["gender"], query["age_group"], query["q"],
+        token = ranking.page_token(tenant_id, challenge.id) if variant is not None else None
+        rows = boards.individual_board(challenge, query["page"], query["gender"], query["age_group"], query["q"],
                                        query["team_id"])
+        if token is None:
+            return rows
+        response = current_app.json.response(RowSchema(many=True).dump(rows))
+        ranking.store_page(tenant_id, challenge.id, slug, variant, token, response.get_data())
+        return response
+
+
+def _variant(query):
+    """The cache key of a page without a search (searches are not kept), or None."""
+    if query["q"] or query["page"] > CACHED_PAGES:
+        return None
+    return f"{query['page']}:{query['gender'] or ''}:{query['age_group'] or ''}:{query['team_id'] or ''}"
 
 
 @blp.route("/challenges/<slug>/leaderboard/teams")
@@ -82,12 +104,20 @@ class MyRank(MethodView):
     @token_required("read")
     def get(self, query, slug):
         """The caller's rank (on the filtered board)."""
+        tenant_id = require_tenant_id()
+        unfiltered = not query["gender"] and not query["age_group"]
+        if unfiltered:
+            mine = ranking.cached_my_rank(tenant_id, slug, g.user.id)
+            if mine is not None:
+                return mine
+        token = ranking.registrations_token(tenant_id) if unfiltered else None
         challenge = challenge_or_404(slug)
         registration = registration_of(challenge, g.user)
         if registration is None:
             abort(404, message="registration: you are not registered")
         rank = boards.rank_of(challenge, registration, query["gender"], query["age_group"])
         total = boards.participant_total(registration)
+        ranking.remember_registration(tenant_id, slug, g.user.id, registration, token)
         return {"rank": rank, "bib": registration.bib, "score": total.score}
 
 

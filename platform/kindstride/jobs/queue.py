@@ -1,3 +1,16 @@
+"""Queueing jobs for after the commit, on rq (or in-process without Redis).
+
+A job function with a `batch` attribute (evaluate_activity: its `batch` is evaluate_activities) is not queued as
+one rq job per call: its arguments go on a per-tenant Redis list, and one *drain* job at a time is scheduled for
+it (a flag key, set with NX, says one is queued). The drain job clears the flag first (so anything pushed after
+it starts schedules another), then takes up to BATCH_SIZE calls at a time and runs them through the batch function
+in one transaction, until the list is empty. The calls a drain job has taken are kept on a list named by its job
+id until their transaction commits, so a retried job (rq's Retry, or after a crashed worker) runs them again; if a
+batch fails, its calls are run one at a time and only the failing ones stay for the retry. A fork per job (rq's
+default worker) is paid once per batch instead of once per activity.
+"""
+
+import json
 import logging
 import uuid
 
@@ -16,6 +29,9 @@ QUEUES = ("high", "default", "low")  # a worker serves them in this order
 RETRY_BACKOFF = [10, 60, 300, 900]  # seconds before each retry
 JOB_TIMEOUT = 600  # hard limit for one run, in seconds
 _PENDING = "kindstride.pending_jobs"
+BATCH_SIZE = 200  # calls per transaction of a drain job
+BATCHES_PER_JOB = 25  # then the drain job hands over to a new one (other tenants' jobs get a turn)
+PROCESSING_TTL = 7 * 86400
 
 
 def job_path(func) -> str:
@@ -27,6 +43,9 @@ def enqueue(func, *args, queue="default"):
     if queue not in QUEUES:
         raise ValueError(f"unknown queue {queue!r}")
     request = {"path": job_path(func), "tenant_id": current_tenant_id(), "args": list(args), "queue": queue}
+    batch = getattr(func, "batch", None)
+    if batch is not None:
+        request["batch"] = job_path(batch)
     session = db.session()
     if session.in_transaction():
         session.info.setdefault(_PENDING, []).append((current_app._get_current_object(), request))
@@ -57,6 +76,9 @@ def _dispatch(app, request):
     if app.config["REDIS_URL"]:
         tenant = request["tenant_id"]
         try:
+            if request.get("batch") and tenant is not None:
+                _add_to_batch(app, request)
+                return
             Queue(request["queue"], connection=redis_connection(app)).enqueue(
                 "kindstride.jobs.runner.run_job",
                 request["path"], tenant, request["args"],
@@ -79,3 +101,99 @@ def _dispatch(app, request):
     except Exception:
         # In-process jobs have no queue to retry from; the failure is logged like a failed rq job.
         log.exception("job %s for tenant %s failed", request["path"], request["tenant_id"])
+
+
+# ------------------------------------------------------------------------------------------------ batches
+
+
+def _batch_key(tenant_id, batch_path):
+    return f"kindstride:t{tenant_id}:batch:{batch_path}"
+
+
+def _add_to_batch(app, request):
+    redis = redis_connection(app)
+    key = _batch_key(request["tenant_id"], request["batch"])
+    pipe = redis.pipeline(transaction=False)
+    pipe.rpush(key, json.dumps(request["args"]))
+    pipe.set(f"{key}:scheduled", 1, nx=True, ex=JOB_TIMEOUT)
+    _pushed, scheduled = pipe.execute()
+    if scheduled:
+        _schedule_drain(app, request["tenant_id"], request["batch"], request["queue"], key)
+
+
+def _schedule_drain(app, tenant_id, batch_path, queue, key):
+    try:
+        Queue(queue, connection=redis_connection(app)).enqueue(
+            "kindstride.jobs.runner.run_job", job_path(drain_batch), tenant_id, [batch_path, queue],
+            job_id=f"tenant-{tenant_id}-{uuid.uuid4().hex}", meta={"tenant_id": tenant_id, "job": batch_path},
+            retry=Retry(max=len(RETRY_BACKOFF), interval=RETRY_BACKOFF), job_timeout=JOB_TIMEOUT,
+            description=f"{batch_path} (batched) for tenant {tenant_id}",
+        )
+    except RedisError:
+        redis_connection(app).delete(f"{key}:scheduled")
+        raise
+
+
+# Move up to ARGV[1] calls from the tenant's list to the job's processing list.
+_TAKE = """
+local items = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+if #items == 0 then return items end
+redis.call('LTRIM', KEYS[1], #items, -1)
+redis.call('RPUSH', KEYS[2], unpack(items))
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[2]))
+return items
+"""
+
+
+class BatchFailed(RuntimeError):
+    pass
+
+
+def drain_batch(batch_path, queue="default"):
+    """A tenant job: run the queued calls of a batched job function (see the module's docstring)."""
+    from rq import get_current_job
+
+    from kindstride.jobs.runner import resolve
+    from kindstride.tenancy.scope import require_tenant_id
+
+    tenant_id = require_tenant_id()
+    redis = redis_connection()
+    key = _batch_key(tenant_id, batch_path)
+    redis.delete(f"{key}:scheduled")
+    job = get_current_job()
+    processing = f"{key}:processing:{job.id if job is not None else uuid.uuid4().hex}"
+    func = resolve(batch_path)
+    take = redis.register_script(_TAKE)
+    for _ in range(BATCHES_PER_JOB):
+        items = redis.lrange(processing, 0, -1) or take(keys=[key, processing], args=[BATCH_SIZE, PROCESSING_TTL])
+        if not items:
+            return
+        _run_batch(func, [json.loads(item) for item in items], redis, processing)
+    if redis.llen(key) and redis.set(f"{key}:scheduled", 1, nx=True, ex=JOB_TIMEOUT):
+        _schedule_drain(current_app._get_current_object(), tenant_id, batch_path, queue, key)
+
+
+def _run_batch(func, calls, redis, processing):
+    try:
+        func(calls)
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        log.exception("a batch of %s calls of %s failed; running them one at a time", len(calls), job_path(func))
+        failed = []
+        for call in calls:
+            try:
+                func([call])
+                db.session.commit()
+            except Exception:
+                db.session.rollback()
+                log.exception("%s%s failed", job_path(func), call)
+                failed.append(call)
+        if failed:
+            pipe = redis.pipeline()
+            pipe.delete(processing)
+            pipe.rpush(processing, *[json.dumps(call) for call in failed])
+            pipe.expire(processing, PROCESSING_TTL)
+            pipe.execute()
+            raise BatchFailed(f"{len(failed)} of {len(calls)} calls of {job_path(func)} failed") from None
+    redis.delete(processing)

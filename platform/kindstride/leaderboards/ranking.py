@@ -15,6 +15,18 @@ How the set stays exact, whatever order processes commit and push in:
   and anything that changes totals wholesale (a bulk import) bumps the generation before and after its
   commit, so a build that may have missed it never declares the set ready.
 Without Redis, or while the set is not ready, ranks come from SQL, which is exact by definition.
+
+Two read caches sit on top (both per tenant, both answered by one Redis script and no query):
+- pages of the board as the API serves them (`kindstride:t<tenant>:page:<slug>:<variant>`), each stored with the
+  challenge's *changes* counter read before it was computed. The counter is bumped when a total is marked
+  pending and again after the commit pushes it, when a bulk import invalidates the set, and after a commit that
+  changed a registration, a team or the challenge (names, teams, slugs shown on the board); a page is served
+  only while the counter still matches and nothing is pending, so it is never older than the totals. Pages also
+  expire after PAGE_SECONDS, for changes made by plain SQL.
+- each caller's registration in a challenge (`kindstride:t<tenant>:regs`: slug and user -> challenge,
+  registration, bib), so "my rank" is the set's ZRANK of the member it holds for that registration; any
+  committed change to the tenant's registrations, teams or challenges empties it (a counter guards against a
+  reader storing what it read before that change).
 """
 
 import logging
@@ -31,8 +43,10 @@ log = logging.getLogger(__name__)
 _MARKS = "kindstride.board_marks"  # session.info: {(tenant, challenge): {registration id: marks}}
 _PUSH = "kindstride.board_push"  # session.info: {(tenant, challenge): {registration: (version, member)}}
 _REREAD = "kindstride.board_reread"  # session.info: a savepoint rolled back since totals were marked
+_NAMES = "kindstride.board_names"  # session.info: {tenant: {challenge ids}} whose names or registrations changed
 MAX_SCORE = 2**62
 BUILD_BATCH = 5000
+PAGE_SECONDS = 60
 
 # Apply (registration, version, member) triples, keeping the newest version of each registration.
 _APPLY = """
@@ -70,6 +84,7 @@ for i = 2 + 3 * n, #ARGV, 2 do
     redis.call('HDEL', KEYS[4], ARGV[i])
   end
 end
+redis.call('INCR', KEYS[5])
 return 1
 """
 # The rank of a member: {rank} | {-1} not ready | {-2, pending registrations...} | {-3} member not in the set.
@@ -98,7 +113,7 @@ def keys(tenant_id, challenge_id):
     prefix = f"kindstride:t{tenant_id}:c{challenge_id}"
     return {"board": f"{prefix}:board", "members": f"{prefix}:members", "versions": f"{prefix}:versions",
             "pending": f"{prefix}:pending", "ready": f"{prefix}:ready", "generation": f"{prefix}:generation",
-            "building": f"{prefix}:building"}
+            "building": f"{prefix}:building", "changes": f"{prefix}:changes"}
 
 
 def member(registration_id, score, reached_at, bib):
@@ -127,8 +142,12 @@ def mark_changed(total):
     if redis is None:
         return
     key = (total.tenant_id, total.challenge_id)
+    names = keys(*key)
     try:
-        redis.hincrby(keys(*key)["pending"], total.registration_id, 1)
+        pipe = redis.pipeline(transaction=False)
+        pipe.hincrby(names["pending"], total.registration_id, 1)
+        pipe.incr(names["changes"])
+        pipe.execute()
     except RedisError as error:
         log.warning("leaderboard cache: cannot mark a change (%s); readers may fall back to SQL", error)
         return
@@ -204,7 +223,8 @@ def _send(marks, pushes):
         for registration_id, count in registrations.items():
             args += [registration_id, count]
         try:
-            script(keys=[names["board"], names["members"], names["versions"], names["pending"]], args=args)
+            script(keys=[names["board"], names["members"], names["versions"], names["pending"], names["changes"]],
+                   args=args)
         except RedisError as error:
             log.warning("leaderboard cache: cannot push committed totals (%s); they stay pending", error)
 
@@ -219,6 +239,7 @@ def invalidate(tenant_id, challenge_id):
         pipe = redis.pipeline()
         pipe.incr(names["generation"])
         pipe.delete(names["ready"])
+        pipe.incr(names["changes"])
         pipe.execute()
     except RedisError as error:
         log.warning("leaderboard cache: cannot invalidate (%s)", error)
@@ -295,3 +316,204 @@ def cached_rank(tenant_id, total, build_missing=True):
     except RedisError as error:
         log.warning("leaderboard cache unavailable (%s): ranking with SQL", error)
         return None
+
+
+# ------------------------------------------------------------------------------------ pages and my rank
+
+# A stored page ("<challenge id>\n<changes>\n<body>") if the challenge's totals have not changed since.
+_PAGE = """
+local v = redis.call('GET', KEYS[1])
+if not v then return false end
+local a = string.find(v, '\\n', 1, true)
+local b = string.find(v, '\\n', a + 1, true)
+local prefix = 'kindstride:t' .. ARGV[1] .. ':c' .. string.sub(v, 1, a - 1)
+if redis.call('GET', prefix .. ':changes') ~= string.sub(v, a + 1, b - 1) then return false end
+if redis.call('HLEN', prefix .. ':pending') > 0 then return false end
+return string.sub(v, b + 1)
+"""
+# My rank: {rank, registration, member} | {-1 not ready | -2 pending | -3 not in the set, registration} | {-4}
+_MINE = """
+local r = redis.call('HGET', KEYS[1], ARGV[2])
+if not r then return {-4} end
+local a = string.find(r, ':', 1, true)
+local b = string.find(r, ':', a + 1, true)
+local prefix = 'kindstride:t' .. ARGV[1] .. ':c' .. string.sub(r, 1, a - 1)
+if redis.call('EXISTS', prefix .. ':ready') == 0 then return {-1, r} end
+if redis.call('HLEN', prefix .. ':pending') > 0 then return {-2, r} end
+local m = redis.call('HGET', prefix .. ':members', string.sub(r, a + 1, b - 1))
+if not m then return {-3, r} end
+local rank = redis.call('ZRANK', prefix .. ':board', m)
+if not rank then return {-3, r} end
+return {rank, r, m}
+"""
+# Remember a registration unless the tenant's registrations changed since the reader began.
+_REMEMBER = """
+if redis.call('GET', KEYS[2]) == ARGV[1] then
+  redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
+def _page_key(tenant_id, slug, variant):
+    return f"kindstride:t{tenant_id}:page:{slug}:{variant}"
+
+
+def _regs_keys(tenant_id):
+    return f"kindstride:t{tenant_id}:regs", f"kindstride:t{tenant_id}:regs_changes"
+
+
+def _counter(redis, key):
+    """A counter's value; a missing one is created at a random value (so it never meets what an old entry
+    remembers) and None is returned: nothing is stored against it this time."""
+    value = redis.get(key)
+    if value is None:
+        import random
+
+        redis.set(key, random.getrandbits(48), nx=True)
+    return value
+
+
+def cached_page(tenant_id, slug, variant):
+    """The body of a board page stored while the totals were as they are now, or None."""
+    redis = _redis()
+    if redis is None:
+        return None
+    try:
+        return redis.register_script(_PAGE)(keys=[_page_key(tenant_id, slug, variant)], args=[tenant_id])
+    except RedisError as error:
+        log.warning("leaderboard page cache unavailable (%s)", error)
+        return None
+
+
+def page_token(tenant_id, challenge_id):
+    """Read before computing a page: the changes counter it will be stored against, or None (do not store)."""
+    redis = _redis()
+    if redis is None:
+        return None
+    names = keys(tenant_id, challenge_id)
+    try:
+        if redis.hlen(names["pending"]):
+            return None
+        return _counter(redis, names["changes"])
+    except RedisError:
+        return None
+
+
+def store_page(tenant_id, challenge_id, slug, variant, token, body):
+    redis = _redis()
+    if redis is None or token is None:
+        return
+    try:
+        redis.set(_page_key(tenant_id, slug, variant), b"%d\n%s\n%s" % (challenge_id, token, body), ex=PAGE_SECONDS)
+    except RedisError as error:
+        log.warning("leaderboard page cache: cannot store (%s)", error)
+
+
+def cached_my_rank(tenant_id, slug, user_id):
+    """{"rank", "bib", "score"} of a user on a challenge's unfiltered board from Redis alone, or None."""
+    redis = _redis()
+    if redis is None:
+        return None
+    regs, _changes = _regs_keys(tenant_id)
+    try:
+        answer = redis.register_script(_MINE)(keys=[regs], args=[tenant_id, f"{slug}\n{user_id}"])
+    except RedisError as error:
+        log.warning("leaderboard cache unavailable (%s): ranking with SQL", error)
+        return None
+    if answer[0] < 0:
+        return None
+    _challenge, _registration, bib = answer[1].split(b":")
+    return {"rank": answer[0] + 1, "bib": int(bib), "score": MAX_SCORE - int(answer[2][:16], 16)}
+
+
+def registrations_token(tenant_id):
+    """Read before looking a registration up: the tenant's registrations counter, or None (do not remember)."""
+    redis = _redis()
+    if redis is None:
+        return None
+    try:
+        return _counter(redis, _regs_keys(tenant_id)[1])
+    except RedisError:
+        return None
+
+
+def remember_registration(tenant_id, slug, user_id, registration, token):
+    redis = _redis()
+    if redis is None or token is None:
+        return
+    regs, changes = _regs_keys(tenant_id)
+    value = f"{registration.challenge_id}:{registration.id}:{registration.bib}"
+    try:
+        redis.register_script(_REMEMBER)(keys=[regs, changes], args=[token, f"{slug}\n{user_id}", value])
+    except RedisError as error:
+        log.warning("leaderboard cache: cannot remember a registration (%s)", error)
+
+
+def _note_names(session, flush_context):
+    """Registrations, teams and challenges changed: pages show their names, and "my rank" finds registrations
+    through them."""
+    from kindstride.challenges.models import Challenge, Registration, Team
+
+    for obj in (*session.new, *session.dirty, *session.deleted):
+        if obj in session.dirty and not session.is_modified(obj):
+            continue  # an attribute set to the value it had (resolved_ruleset does so on every evaluation)
+        if isinstance(obj, Registration | Team):
+            session.info.setdefault(_NAMES, {}).setdefault(obj.tenant_id, set()).add(obj.challenge_id)
+        elif isinstance(obj, Challenge):
+            session.info.setdefault(_NAMES, {}).setdefault(obj.tenant_id, set()).add(obj.id)
+
+
+event.listen(Session, "after_flush", _note_names)
+
+
+def _note_bulk_names(state):
+    from kindstride.challenges.models import Challenge, Registration, Team
+
+    if (state.is_update or state.is_delete) and state.bind_mapper is not None \
+            and state.bind_mapper.class_ in (Challenge, Registration, Team):
+        from kindstride.tenancy.scope import current_tenant_id
+
+        state.session.info.setdefault(_NAMES, {}).setdefault(current_tenant_id(), set()).add(None)
+
+
+event.listen(Session, "do_orm_execute", _note_bulk_names)
+
+
+@event.listens_for(Session, "after_commit")
+def _names_changed(session):
+    if session.in_nested_transaction():
+        return
+    changed = session.info.pop(_NAMES, None)
+    if not changed:
+        return
+    try:
+        redis = _redis()
+    except RuntimeError:
+        return
+    if redis is None:
+        return
+    try:
+        pipe = redis.pipeline(transaction=False)
+        for tenant_id, challenge_ids in changed.items():
+            if tenant_id is None:
+                continue
+            regs, regs_changes = _regs_keys(tenant_id)
+            pipe.incr(regs_changes)
+            pipe.delete(regs)
+            for challenge_id in challenge_ids:
+                if challenge_id is None:  # a bulk statement: every page of the tenant goes
+                    for key in redis.scan_iter(f"kindstride:t{tenant_id}:page:*"):
+                        pipe.delete(key)
+                else:
+                    pipe.incr(keys(tenant_id, challenge_id)["changes"])
+        pipe.execute()
+    except RedisError as error:
+        log.warning("leaderboard cache: cannot note changed names (%s); pages expire in %s s", error, PAGE_SECONDS)
+
+
+@event.listens_for(Session, "after_rollback")
+def _names_rolled_back(session):
+    if not session.in_nested_transaction():
+        session.info.pop(_NAMES, None)

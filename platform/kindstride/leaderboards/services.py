@@ -52,6 +52,7 @@ def refresh_participant(registration_id, team_aggregation=None):
     ranking.mark_changed(total)
     if total.team_id is not None and team_aggregation is not None:
         refresh_team(total.team_id, team_aggregation)
+    return total
 
 
 def refresh_team(team_id, team_aggregation):
