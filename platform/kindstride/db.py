@@ -60,12 +60,18 @@ class TenantOwned:
     tenant_refs: dict = {}
     # Extra table arguments (indexes, constraints) of the subclass.
     extra_table_args: tuple = ()
+    # Whether tenant_id also references tenants(id) itself. A table whose every row references another tenant
+    # row through (tenant_id, x) has its tenant proven by that reference; the tables written a million rows at
+    # a time leave out the second proof (each foreign key is a lookup and a row lock per inserted row).
+    tenant_fk: bool = True
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
 
     @declared_attr
     def tenant_id(cls) -> Mapped[int]:
-        return mapped_column(BigId, sa.ForeignKey("tenants.id", ondelete="RESTRICT"), nullable=False, index=True)
+        # No index of its own: UNIQUE (tenant_id, id) below starts with it and serves every lookup by tenant.
+        references = (sa.ForeignKey("tenants.id", ondelete="RESTRICT"),) if cls.tenant_fk else ()
+        return mapped_column(BigId, *references, nullable=False)
 
     @declared_attr.directive
     def __table_args__(cls):

@@ -13,6 +13,7 @@ class Activity(TenantOwned, db.Model):
 
     __tablename__ = "activities"
     tenant_refs = {"user_id": "users", "duplicate_of_id": "activities"}
+    tenant_fk = False  # proven by the reference to the user
     extra_table_args = (
         sa.UniqueConstraint("tenant_id", "user_id", "fingerprint"),
         sa.Index("ix_activities_user_start", "tenant_id", "user_id", "start"),
@@ -44,13 +45,16 @@ class ActivityResult(TenantOwned, db.Model):
     """The verdict on one activity in one challenge, under one ruleset version."""
 
     __tablename__ = "activity_results"
-    tenant_refs = {"activity_id": "activities", "challenge_id": "challenges", "registration_id": "registrations",
-                   "decided_by_id": "users"}
+    tenant_refs = {"activity_id": "activities", "decided_by_id": "users"}
+    tenant_fk = False  # proven by the reference to the activity
     extra_table_args = (
-        sa.UniqueConstraint("tenant_id", "challenge_id", "activity_id"),
+        # One check proves both the registration and that it is in this result's challenge.
+        sa.ForeignKeyConstraint(["tenant_id", "challenge_id", "registration_id"],
+                                ["registrations.tenant_id", "registrations.challenge_id", "registrations.id"],
+                                name="fk_activity_results_registration_in_challenge"),
+        sa.UniqueConstraint("tenant_id", "activity_id", "challenge_id"),  # also finds an activity's verdicts
         sa.Index("ix_activity_results_queue", "tenant_id", "challenge_id", "status"),
         sa.Index("ix_activity_results_registration", "tenant_id", "registration_id"),
-        sa.Index("ix_activity_results_activity", "tenant_id", "activity_id"),  # an activity's verdicts (the API)
     )
 
     activity_id: Mapped[int] = mapped_column(BigId)

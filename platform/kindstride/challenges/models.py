@@ -90,6 +90,7 @@ class Registration(TenantOwned, db.Model):
     extra_table_args = (
         sa.UniqueConstraint("tenant_id", "challenge_id", "user_id"),
         sa.UniqueConstraint("tenant_id", "challenge_id", "bib"),
+        sa.UniqueConstraint("tenant_id", "challenge_id", "id"),  # what a result's registration reference names
     )
 
     challenge_id: Mapped[int] = mapped_column(BigId)
