@@ -17,6 +17,7 @@ API_SCOPES = ("read", "activities:write", "pledges:write", "moderate", "admin")
 # Scopes that only some roles may hold: scope -> roles allowed to create a token with it.
 PRIVILEGED_SCOPES = {"admin": {"admin"}, "moderate": {"admin", "moderator"}, "pledges:write": {"admin", "sponsor"}}
 API_TOKEN_PREFIX = "ks_"
+LAST_USED_GRANULARITY = timedelta(minutes=1)  # how fresh an API token's last_used_at is kept
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -163,13 +164,17 @@ def revoke_api_token(user, token_id):
 
 
 def authenticate_api_token(token) -> tuple[User, ApiToken] | None:
-    record = db.session.scalar(sa.select(ApiToken).where(ApiToken.token_hash == hash_token(token or "")))
-    if record is None or record.revoked_at is not None or record.expires_at < utcnow():
+    # The token and its account in one statement (both filtered by the tenant scope).
+    found = db.session.execute(sa.select(ApiToken, User).join(User, User.id == ApiToken.user_id)
+                               .where(ApiToken.token_hash == hash_token(token or ""))).first()
+    if found is None:
         return None
-    user = db.session.get(User, record.user_id)
-    if user is None or user.is_disabled:
+    record, user = found
+    if record.revoked_at is not None or record.expires_at < utcnow() or user.is_disabled:
         return None
-    record.last_used_at = utcnow()
+    now = utcnow()
+    if record.last_used_at is None or now - record.last_used_at >= LAST_USED_GRANULARITY:
+        record.last_used_at = now  # to the minute: an API client would otherwise write the row on every call
     return user, record
 
 

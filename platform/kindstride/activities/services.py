@@ -62,7 +62,9 @@ def add_activity(user, **fields) -> Activity:
                                                            Activity.fingerprint == fields["fingerprint"]))
     if existing is not None:
         return existing
-    activity = Activity(user_id=user.id, received_at=utcnow(), **fields)
+    # duplicate_of_id given (not left to the column default) so resolve_overlaps setting it to what it already is
+    # is no change: no UPDATE after the INSERT.
+    activity = Activity(user_id=user.id, received_at=utcnow(), duplicate_of_id=None, **fields)
     db.session.add(activity)
     db.session.flush()
     for changed in resolve_overlaps(activity):

@@ -5,7 +5,7 @@ keyed by the tenant and the token's hash, and checked against the tenant's *auth
 use: any committed change to that tenant's accounts, roles or tokens (a revocation, a role taken away, an
 account disabled) bumps the generation, so the very next request everywhere reads the database again. Without
 Redis the cache of the process that made the change is cleared on commit, and other processes see it within
-API_TOKEN_CACHE_SECONDS. An expired token is refused from the cache too. last_used_at is recorded at most once
+NO_REDIS_CACHE_SECONDS. An expired token is refused from the cache too. last_used_at is recorded at most once
 a minute per token (LAST_USED_GRANULARITY), not on every request.
 """
 
@@ -14,7 +14,6 @@ import logging
 import random
 import threading
 import time
-from datetime import timedelta
 from functools import wraps
 
 import sqlalchemy as sa
@@ -25,7 +24,12 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from kindstride.accounts.models import ApiToken, User, UserRole
-from kindstride.accounts.services import PRIVILEGED_SCOPES, authenticate_api_token, roles_of
+from kindstride.accounts.services import (
+    LAST_USED_GRANULARITY,
+    PRIVILEGED_SCOPES,
+    authenticate_api_token,
+    roles_of,
+)
 from kindstride.accounts.tokens import hash_token
 from kindstride.db import db, utcnow
 from kindstride.tenancy.resolution import attach_cached
@@ -37,9 +41,10 @@ BEARER_SCHEME = {"bearerAuth": {"type": "http", "scheme": "bearer", "description
 # For @blp.doc(**BEARER): marks an endpoint as token-authenticated in the OpenAPI document.
 BEARER = {"security": [{"bearerAuth": []}]}
 
-DEFAULT_CACHE_SECONDS = 10.0
-LAST_USED_GRANULARITY = timedelta(minutes=1)
-MAX_CACHED_TOKENS = 50_000
+DEFAULT_CACHE_SECONDS = 600.0  # with Redis: every change is seen through the generation; this only bounds memory
+NO_REDIS_CACHE_SECONDS = 5.0  # without Redis other processes' changes are seen within this time
+MAX_CACHED_TOKENS = 20_000
+READ_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 def token_required(scope):
@@ -97,6 +102,8 @@ def _authenticate(token):
     generation = _generation(tenant_id)
     if generation is False:  # Redis is configured but does not answer: no cache, the database decides
         return _from_database(token)
+    if generation == b"":  # no Redis: nothing tells this process about changes made by others but time
+        seconds = min(seconds, NO_REDIS_CACHE_SECONDS)
     entry = _cache.get(key)
     now = time.monotonic()
     if entry is not None and entry.expires > now and entry.generation == generation and entry.local == local:
@@ -124,7 +131,12 @@ def _from_database(token):
         return None
     user, api_token = found
     roles = frozenset(roles_of(user))
-    db.session.commit()  # records last_used_at
+    if sa.inspect(api_token).modified and request.method in READ_METHODS:
+        # last_used_at moved on: recorded now, as a read never commits (a write's own commit records it). What
+        # the cache keeps is read first, as the commit expires it.
+        values = _values(user, _USER_COLUMNS), _values(api_token, _TOKEN_COLUMNS)
+        db.session.commit()
+        return attach_cached(User, values[0]), attach_cached(ApiToken, values[1]), roles
     return user, api_token, roles
 
 
@@ -136,7 +148,8 @@ def _record_use(entry, api_token):
     entry.last_used_at = now
     db.session.execute(sa.update(ApiToken).where(ApiToken.id == api_token.id).values(last_used_at=now),
                        execution_options={_BOOKKEEPING: True})
-    db.session.commit()
+    if request.method in READ_METHODS:
+        db.session.commit()  # a write's own commit records it
 
 
 def _generation_key(tenant_id):

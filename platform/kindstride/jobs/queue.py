@@ -53,6 +53,13 @@ def enqueue(func, *args, queue="default"):
         _dispatch(current_app._get_current_object(), request)
 
 
+def queued_in_transaction(func, *args):
+    """Whether func(*args) is queued to be dispatched when the current transaction commits."""
+    path = job_path(func)
+    return any(request["path"] == path and request["args"] == list(args)
+               for _app, request in db.session().info.get(_PENDING, ()))
+
+
 @event.listens_for(Session, "after_commit")
 def _dispatch_after_commit(session):
     if session.in_nested_transaction():
