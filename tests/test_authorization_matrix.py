@@ -88,6 +88,9 @@ MATRIX = {
     "POST /activities/new": MEMBERS,
     "GET /activities/upload": MEMBERS,
     "POST /activities/upload": MEMBERS,
+    # a long upload's progress page and its JSON: the uploader's only, 404 for the other members
+    "GET /activities/uploads/<upload_id>": MEMBERS,
+    "GET /activities/uploads/<upload_id>/progress": MEMBERS,
     "POST /results/<int:result_id>/appeal": MEMBERS,
     "GET /challenges/<slug>/register": MEMBERS,
     "POST /challenges/<slug>/register": MEMBERS,
@@ -232,7 +235,7 @@ def _values(a, route):
         # Refunds name no real payment: the access check comes first, and no gateway is asked for money.
         "reference": "ks-no-such-payment" if "refund" in route.rule else a.payment_refs[0],
         "code": a.certificate_codes[0], "token": "not-a-real-token", "gateway_name": "vnpay",
-        "filename": "logo.svg", "action": "suspend",
+        "filename": "logo.svg", "action": "suspend", "upload_id": a.upload_ids[0],
     }
 
 

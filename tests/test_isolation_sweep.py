@@ -48,7 +48,8 @@ MARK_A, MARK_B = "qqalphamarkqq", "qqbetamarkqq"
 UNKNOWN_HOST = "nowhere.kindstride.test"
 MAX_COMBINATIONS = 8
 # Parameters whose B value names an object that exists in B only: as A's admin the answer must be 404.
-B_ONLY_PARAMS = {"team_id", "result_id", "user_id", "token_id", "activity_id", "pledge_id", "reference", "code"}
+B_ONLY_PARAMS = {"team_id", "result_id", "user_id", "token_id", "activity_id", "pledge_id", "reference", "code",
+                 "upload_id"}
 # Routes that name B's object yet are not a lookup of it, with what they answer instead of 404.
 NOT_A_LOOKUP = {
     # A GET only shows the button (mail scanners must not spend the token); the POST says the link is invalid.
@@ -72,7 +73,8 @@ def _values(a, b, route):
     values = {**b.ints(),
               "slug": [b.own_slug, b.challenge_slug], "reference": b.payment_refs, "code": b.certificate_codes,
               "token": [b.confirm_token, b.reset_token], "gateway_name": ["vnpay", "stripe"],
-              "filename": ["logo.svg", "../beta/tenant.toml"], "action": ["suspend", "activate"]}
+              "filename": ["logo.svg", "../beta/tenant.toml"], "action": ["suspend", "activate"],
+              "upload_id": b.upload_ids}
     if route.endpoint.startswith("operator."):
         values["slug"] = [b.slug]
     unknown = [name for name in route.params if name not in values]
@@ -291,7 +293,7 @@ def test_tenant_a_never_reaches_tenant_b(worlds, capsys):
     suspended_statuses = set()
     own = {**b.ints(), "slug": [b.challenge_slug], "reference": b.payment_refs,
            "code": b.certificate_codes, "token": [b.reset_token], "gateway_name": ["vnpay"],
-           "filename": ["logo.svg"], "action": ["suspend"]}
+           "filename": ["logo.svg"], "action": ["suspend"], "upload_id": b.upload_ids}
     on_suspended = Sweep(app, MARK_B, mail_marker(MARK_B))
     for route in app_routes:
         path = fill(route.rule, {name: own[name][0] for name in route.params})

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 
 from kindstride.accounts import services as accounts
 from kindstride.accounts.models import User
-from kindstride.activities import moderation
+from kindstride.activities import moderation, upload_jobs
 from kindstride.activities.models import FLAGGED, REJECTED, ActivityResult
 from kindstride.activities.services import add_entered
 from kindstride.activities.strava_models import StravaAthleteRoute, StravaConnection
@@ -117,6 +117,7 @@ class World:
     confirm_token: str = ""
     reset_token: str = ""
     certificate_codes: list = field(default_factory=list)
+    upload_ids: list = field(default_factory=list)  # the runner's long uploads (their progress pages)
     athlete_id: str = ""
     vnpay_secret: str = ""
     vnpay_tmn: str = ""
@@ -211,6 +212,8 @@ def populate(app, slug, marker, *, currency="USD", athlete_id="9000001", domains
             "rule": "per_km", "params": {"rate_per_km": 100}, "sponsor_name": f"Sponsor {marker}",
             "beneficiary_id": beneficiary.id})
         world.pledge_ids.append(pledge.id)
+        # A long upload of the runner's, imported by a job: its page names the refused file (and the marker).
+        world.upload_ids.append(upload_jobs.start(people["runner"], [(f"Notes {marker}.gpx", b"not an activity")]))
         db.session.commit()
     run_queued_jobs(app)
     with tenant_scope(tenant.id):

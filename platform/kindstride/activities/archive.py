@@ -111,6 +111,18 @@ def _unpack(archive: zipfile.ZipFile, entry: zipfile.ZipInfo, limits: _Limits) -
     return ArchiveMember(name, data, None)
 
 
+def count_files(filename: str, data: bytes) -> int:
+    """How many files unpack_upload would give for this upload, from the zip's directory alone (nothing is
+    inflated): to tell a quick upload from a long one. A damaged zip counts as one file (its refusal)."""
+    if not data.startswith(ZIP_MAGICS):
+        return 1
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return max(1, sum(1 for entry in archive.infolist() if _is_activity_file(entry)))
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError):
+        return 1
+
+
 def _is_activity_file(entry: zipfile.ZipInfo) -> bool:
     parts = entry.filename.replace("\\", "/").split("/")
     return not entry.is_dir() and "__MACOSX" not in parts and bool(parts[-1]) and not parts[-1].startswith(".")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import sqlalchemy as sa
-from flask import Blueprint, abort, flash, g, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 from flask_babel import format_decimal
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
@@ -450,9 +450,9 @@ def reevaluation_status(challenge):
     record = job_progress.read(REEVALUATION, challenge.id)
     if record is None or record.get("run") != challenge.ruleset_version:
         return None
-    state, done, total = record["state"], int(record.get("done") or 0), int(record.get("total") or 0)
-    numbers = {"version": challenge.ruleset_version, "done": format_decimal(done), "total": format_decimal(total)}
-    texts = {
+    numbers = {"version": challenge.ruleset_version, "done": format_decimal(int(record.get("done") or 0)),
+               "total": format_decimal(int(record.get("total") or 0))}
+    return job_progress.status(record, {
         job_progress.QUEUED: _("Version %(version)s: waiting to judge every activity again.", **numbers),
         job_progress.RUNNING: _("Version %(version)s: judging every activity again, %(done)s of %(total)s "
                                 "participants done.", **numbers),
@@ -460,11 +460,7 @@ def reevaluation_status(challenge):
                              "The leaderboards are up to date.", **numbers),
         job_progress.FAILED: _("Version %(version)s: judging again stopped after %(done)s of %(total)s "
                                "participants. It is tried again in a few minutes.", **numbers),
-    }
-    return {"state": state, "done": done, "total": total, "active": state in job_progress.ACTIVE,
-            "percent": format_decimal(done / total * 100 if total else (100 if state == job_progress.DONE else 0),
-                                      format="#,##0"),
-            "text": texts.get(state, "")}
+    })
 
 
 @bp.route("/<slug>/ruleset/progress")
@@ -472,11 +468,7 @@ def reevaluation_status(challenge):
 def reevaluation_progress(slug):
     """The re-evaluation's progress as JSON, for kindstride-progress.js to update the page's bar."""
     challenge = _challenge(slug)
-    status = reevaluation_status(challenge) or {"state": None, "done": 0, "total": 0, "active": False,
-                                                "percent": "0", "text": ""}
-    response = jsonify(status)
-    response.cache_control.no_store = True
-    return response
+    return job_progress.status_response(reevaluation_status(challenge) or job_progress.status(None, {}))
 
 
 # ---------------------------------------------------------------- the review queue

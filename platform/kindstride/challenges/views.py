@@ -48,6 +48,7 @@ from kindstride.plugins import plugin_host
 from kindstride.rules.contract import SPORTS
 from kindstride.rules.labels import plugin_text
 from kindstride.rules.messages import reason_message
+from kindstride.web import progress as job_progress
 from kindstride.web.sites import tenant_site_only
 
 bp = Blueprint("challenges", __name__, template_folder="templates")
@@ -566,12 +567,64 @@ def upload_page():
         if not files:
             errors.add("files", _("Choose one or more activity files."))
         else:
+            from kindstride.activities import upload_jobs
             from kindstride.activities.uploads import import_uploads
 
-            outcomes = import_uploads(g.user, [(f.filename, f.read()) for f in files])
+            uploads = [(f.filename, f.read()) for f in files]
+            if upload_jobs.is_long(uploads):
+                # Hundreds of files: a job imports them while the progress page shows how far it has got.
+                upload_id = upload_jobs.start(g.user, uploads)
+                db.session.commit()
+                return redirect(url_for("challenges.upload_progress_page", upload_id=upload_id), 303)
+            outcomes = import_uploads(g.user, uploads)
             db.session.commit()
     status = 400 if errors or (outcomes is not None and not any(o["activity_id"] for o in outcomes)) else 200
     return render_template("challenges/upload.html", errors=errors, outcomes=outcomes, accept=UPLOAD_ACCEPT), status
+
+
+def _own_upload(upload_id):
+    """The progress record of an upload of the signed-in person's; anyone else's (or none) is not found."""
+    from kindstride.activities import upload_jobs
+
+    record = upload_jobs.record_of(upload_id, g.user)
+    if record is None:
+        abort(404)
+    return record
+
+
+def _upload_status(record):
+    from kindstride.activities import upload_jobs
+
+    done, total = int(record.get("done") or 0), int(record.get("total") or 0)
+    numbers = {"done": format_decimal(done), "total": format_decimal(total),
+               **{status: format_decimal(count) for status, count in upload_jobs.counts(record["items"]).items()}}
+    failed = (_("The uploaded files could not be read back. Please upload them again.") if record.get("lost")
+              else _("The upload stopped after %(done)s of %(total)s files. It is tried again in a few minutes.",
+                     **numbers))
+    return job_progress.status(record, {
+        job_progress.QUEUED: _("Your files are uploaded and wait their turn to be read."),
+        job_progress.RUNNING: _("Reading your files: %(done)s of %(total)s done.", **numbers),
+        job_progress.DONE: _("All %(total)s files are read: %(stored)s stored, %(duplicate)s uploaded before, "
+                         "%(refused)s refused.", **numbers),
+        job_progress.FAILED: failed,
+    })
+
+
+@bp.route("/activities/uploads/<upload_id>")
+@login_required
+def upload_progress_page(upload_id):
+    """A long upload's progress bar; once the job has ended, one outcome per file."""
+    record = _own_upload(upload_id)
+    job = _upload_status(record)
+    return render_template("challenges/upload_progress.html", job=job, upload_id=upload_id,
+                           outcomes=None if job["active"] else record["items"])
+
+
+@bp.route("/activities/uploads/<upload_id>/progress")
+@login_required
+def upload_progress(upload_id):
+    """The upload's progress as JSON, for kindstride-progress.js to update the page's bar."""
+    return job_progress.status_response(_upload_status(_own_upload(upload_id)))
 
 
 DURATION = re.compile(r"^(?:(\d{1,3}):)?([0-5]?\d):([0-5]\d)$")

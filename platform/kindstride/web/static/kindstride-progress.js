@@ -1,7 +1,8 @@
 /* kindstride: a long job's progress bar that updates itself. A section[data-ks-progress="<JSON address>"]
  * marked data-ks-progress-active holds a <progress> and a role=status text; while the job runs, this asks
  * the address once a second and shows its {state, done, total, active, text}. Without JavaScript the page
- * shows the bar as it was when loaded, and a refresh shows it again. */
+ * shows the bar as it was when loaded, and a refresh shows it again. A section also marked
+ * data-ks-progress-reload loads the page again once the job has ended, to show what the job produced. */
 (function () {
   "use strict";
   var INTERVAL_MS = 1000;
@@ -42,6 +43,8 @@
             show(status);
             if (status.active) {
               window.setTimeout(poll, INTERVAL_MS);
+            } else if (section.hasAttribute("data-ks-progress-reload")) {
+              window.location.reload();
             } else {
               section.removeAttribute("data-ks-progress-active");
               if (refresh) {
