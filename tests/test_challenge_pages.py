@@ -323,6 +323,7 @@ def test_leaderboard_team_page_and_home_after_an_accepted_activity(site, app):
     board = _text(anonymous.get("/challenges/run-2024/leaderboard"))
     rows = re.findall(r'data-label="Name">(?:<a [^>]*>)?([^<]+)<', board)
     assert rows == ["An", "Binh"] and "10.0" in board and "Rocket" in board
+    assert f'data-label="Team"><a href="{team_path}">Rocket</a>' in board  # a runner's team links to its page
     assert re.findall(r'data-label="Name">(?:<a [^>]*>)?([^<]+)<', _text(anonymous.get(
         "/challenges/run-2024/leaderboard", query_string={"gender": "male"}))) == ["Binh"]
     assert re.findall(r'data-label="Name">(?:<a [^>]*>)?([^<]+)<', _text(anonymous.get(

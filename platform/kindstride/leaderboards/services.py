@@ -106,6 +106,7 @@ class Row:
     distance_m: int
     activities: int | None
     team: str | None
+    team_id: int | None = None  # a participant's team, for a link to its page
 
 
 def _participant_order():
@@ -146,7 +147,8 @@ def individual_board(challenge, page=1, gender=None, age_group=None, search=None
             query = query.where(sa.func.lower(ranked.c.display_name).contains(term.lower(), autoescape=True))
     query = query.order_by(ranked.c.rank).limit(PAGE_SIZE).offset((max(page, 1) - 1) * PAGE_SIZE)
     return [Row(rank=r.rank, id=r.registration_id, name=r.display_name, bib=r.bib, score=r.score,
-                distance_m=r.distance_m, activities=r.activities, team=r.team_name)
+                distance_m=r.distance_m, activities=r.activities, team=r.team_name,
+                team_id=r.team_id)
             for r in db.session.execute(query)]
 
 
@@ -166,7 +168,8 @@ def _board_page(conditions, page, filtered):
              .outerjoin(Team, Team.id == ranked.c.team_id)
              .order_by(ranked.c.rank))
     return [Row(rank=r.rank, id=r.registration_id, name=r.display_name, bib=r.bib, score=r.score,
-                distance_m=r.distance_m, activities=r.activities, team=r.team_name)
+                distance_m=r.distance_m, activities=r.activities, team=r.team_name,
+                team_id=r.team_id)
             for r in db.session.execute(query)]
 
 
