@@ -124,7 +124,7 @@ def test_a_revocation_in_another_process_is_seen_through_the_redis_generation(ap
         db.session.commit()
         token_id = record.id
     client = app.test_client().on("alpha")
-    for _ in range(2):  # the first use creates the tenant's generation, the second is remembered against it
+    for _ in range(2):
         assert client.get("/api/v1/me", headers=_bearer(token)).status_code == 200
     assert auth._cache, "the token is cached"
     # Another process revokes it: the row changes behind this process's back, and only the generation tells.
@@ -232,3 +232,35 @@ def test_queued_evaluations_run_in_batches_and_totals_stay_exact(app, tenants):
             members = db.session.scalars(sa.select(ParticipantTotal.score)
                                          .where(ParticipantTotal.team_id == team_total.team_id)).all()
             assert team_total.members == len(members) and team_total.score == sum(members)
+
+
+def _without_request_id(response):
+    return sorted((name, value) for name, value in response.headers.items() if name != "X-Request-ID")
+
+
+def test_hot_reads_answer_from_the_caches_exactly_as_the_views_do(app, tenants):
+    from flask import request_started
+
+    tokens = _event(tenants["alpha"])
+    client = app.test_client().on("alpha")
+    _run(client, tokens[1], 30, 6)
+    run_queued_jobs(app)
+    through_flask = []
+    request_started.connect(lambda sender, **extra: through_flask.append(1), app, weak=False)
+    for path, headers in ((BOARD, {}), (f"{BOARD}?page=1", {}), (ME, _bearer(tokens[1])), (ME, _bearer(tokens[2]))):
+        answers = [client.get(path, headers=headers) for _ in range(3)]  # computed, stored, then from the caches
+        before = len(through_flask)
+        hot = client.get(path, headers=headers)
+        if app.config["REDIS_URL"]:
+            assert len(through_flask) == before, f"{path} was answered by Flask"
+        assert hot.status_code == 200 and hot.get_data() == answers[1].get_data()
+        assert _without_request_id(hot) == _without_request_id(answers[1])
+    assert client.get(ME, headers=_bearer(tokens[1])).json == {"rank": 1, "bib": 2,
+                                                                 "score": client.get(BOARD).json[0]["score"]}
+    # What the caches cannot vouch for goes to Flask: no token, a bad one, a search, a suspended site.
+    assert client.get(ME).status_code == 401
+    assert client.get(ME, headers=_bearer("ks_not-a-token")).status_code == 401
+    assert client.get(f"{BOARD}?q=Runner r1").json[0]["name"] == "Runner r1"
+    tenancy.set_status("alpha", SUSPENDED)
+    assert client.get(BOARD).status_code == 503
+    assert client.get(ME, headers=_bearer(tokens[1])).status_code == 503

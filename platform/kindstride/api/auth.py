@@ -9,7 +9,7 @@ NO_REDIS_CACHE_SECONDS. An expired token is refused from the cache too. last_use
 a minute per token (LAST_USED_GRANULARITY), not on every request.
 """
 
-import copy
+import json
 import logging
 import random
 import threading
@@ -32,7 +32,7 @@ from kindstride.accounts.services import (
 )
 from kindstride.accounts.tokens import hash_token
 from kindstride.db import db, utcnow
-from kindstride.tenancy.resolution import attach_cached
+from kindstride.tenancy.resolution import CachedRow, attach_cached
 from kindstride.tenancy.scope import current_tenant_id
 
 log = logging.getLogger(__name__)
@@ -77,8 +77,6 @@ def token_required(scope):
 _cache: dict = {}  # (tenant id, token hash) -> _Entry
 _lock = threading.Lock()
 _local_generation = 0  # bumped when this process commits an account change: entries read before it are dropped
-_USER_COLUMNS = tuple(attr.key for attr in sa.inspect(User).column_attrs)
-_TOKEN_COLUMNS = tuple(attr.key for attr in sa.inspect(ApiToken).column_attrs)
 _CHANGED = "kindstride.auth_changed"  # session.info: tenants whose accounts changed in this transaction
 _BOOKKEEPING = "kindstride_auth_bookkeeping"  # execution option: last_used_at only, no generation bump
 
@@ -115,14 +113,34 @@ def _authenticate(token):
     found = _from_database(token)
     if found is not None and generation is not None:
         user, api_token, roles = found
-        entry = _Entry(now + seconds, generation, local, _values(user, _USER_COLUMNS),
-                       _values(api_token, _TOKEN_COLUMNS), roles, api_token.last_used_at)
+        entry = _Entry(now + seconds, generation, local, CachedRow.of(user),
+                       CachedRow.of(api_token), roles, api_token.last_used_at)
         with _lock:
             if local == _local_generation:
                 if len(_cache) >= MAX_CACHED_TOKENS:
                     _cache.clear()
                 _cache[key] = entry
     return found
+
+
+def cached_caller(tenant_id, token, scope):
+    """The user id of a valid token of this tenant with `scope`, from this process's cache alone (plus the Redis
+    generation check), or None when the cache cannot say (then token_required decides, reading the database).
+    For endpoints that need nothing of the caller but the id."""
+    if scope in PRIVILEGED_SCOPES:
+        return None
+    entry = _cache.get((tenant_id, hash_token(token)))
+    if entry is None or entry.expires <= time.monotonic() or entry.local != _local_generation:
+        return None
+    now = utcnow()
+    if entry.token["expires_at"] < now or scope not in json.loads(entry.token.json or "{}").get("scopes", ()):
+        return None
+    if entry.last_used_at is None or now - entry.last_used_at >= LAST_USED_GRANULARITY:
+        return None  # last_used_at is due: token_required records it
+    generation = _generation(tenant_id)
+    if generation is False or generation is None or entry.generation != generation:
+        return None
+    return entry.user.id
 
 
 def _from_database(token):
@@ -134,7 +152,7 @@ def _from_database(token):
     if sa.inspect(api_token).modified and request.method in READ_METHODS:
         # last_used_at moved on: recorded now, as a read never commits (a write's own commit records it). What
         # the cache keeps is read first, as the commit expires it.
-        values = _values(user, _USER_COLUMNS), _values(api_token, _TOKEN_COLUMNS)
+        values = CachedRow.of(user), CachedRow.of(api_token)
         db.session.commit()
         return attach_cached(User, values[0]), attach_cached(ApiToken, values[1]), roles
     return user, api_token, roles
@@ -152,6 +170,10 @@ def _record_use(entry, api_token):
         db.session.commit()  # a write's own commit records it
 
 
+def _fresh_generation():
+    return random.getrandbits(63)
+
+
 def _generation_key(tenant_id):
     return f"kindstride:t{tenant_id}:auth_generation"
 
@@ -163,24 +185,21 @@ def _redis():
 
 
 def _generation(tenant_id):
-    """The tenant's auth generation (bytes); None without Redis (the TTL alone bounds staleness) or while the
-    key is being created; False when Redis fails."""
+    """The tenant's auth generation (bytes, created at a random value on first use); b"" without Redis (then
+    the TTL alone bounds staleness); None if it vanished meanwhile; False when Redis fails."""
     redis = _redis()
     if redis is None:
         return b""
     try:
         value = redis.get(_generation_key(tenant_id))
         if value is None:
-            # A counter created afresh (Redis restarted or flushed) must never match what an entry remembers.
-            redis.set(_generation_key(tenant_id), random.getrandbits(48), nx=True)
+            # Created afresh (first use, or Redis restarted or flushed): a random value, which no entry remembers.
+            redis.set(_generation_key(tenant_id), _fresh_generation(), nx=True)
+            value = redis.get(_generation_key(tenant_id))
         return value
     except RedisError as error:
         log.warning("API token cache: Redis unavailable (%s); reading tokens from the database", error)
         return False
-
-
-def _values(obj, columns):
-    return {name: copy.deepcopy(getattr(obj, name)) for name in columns}
 
 
 def clear_cache():
@@ -234,13 +253,15 @@ def _bump_after_commit(session):
     if redis is None:
         return
     try:
+        # A new random value rather than an increment: a counter lost with a Redis restart and counted again from
+        # zero could come back to a value some process's entries remember.
         pipe = redis.pipeline()
         for tenant_id in tenants:
             if tenant_id is None:  # a change outside any tenant scope: every tenant's cache goes
                 for key in redis.scan_iter("kindstride:t*:auth_generation"):
-                    pipe.incr(key)
+                    pipe.set(key, _fresh_generation())
             else:
-                pipe.incr(_generation_key(tenant_id))
+                pipe.set(_generation_key(tenant_id), _fresh_generation())
         pipe.execute()
     except RedisError as error:
         log.warning("API token cache: cannot bump the auth generation (%s)", error)

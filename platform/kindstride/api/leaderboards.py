@@ -1,6 +1,8 @@
 """API: leaderboards (individuals by gender and age group, teams by division, members of a team),
 the caller's rank, and challenge totals. Public: only counted kilometres and names are shown."""
 
+import re
+
 from flask import current_app, g
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
@@ -11,11 +13,15 @@ from kindstride.api.common import challenge_or_404
 from kindstride.challenges.services import registration_of
 from kindstride.leaderboards import ranking
 from kindstride.leaderboards import services as boards
+from kindstride.security import limiter
 from kindstride.tenancy.scope import require_tenant_id
 from kindstride.web.sites import tenant_site_only
 
 blp = Blueprint("api_leaderboards", __name__, url_prefix="/api/v1", description="Leaderboards and totals")
 blp.before_request(tenant_site_only)
+# Public reads served from Redis at the framework's pace: no rate limit applies to them (no default limits are
+# configured), so the limiter's per-request bookkeeping is skipped.
+limiter.exempt(blp)
 CACHED_PAGES = 20  # the first pages of each board (unfiltered or by gender, age group, team) are kept in Redis
 
 
@@ -25,6 +31,9 @@ class BoardQuery(Schema):
     age_group = fields.String(load_default=None, validate=validate.OneOf(list(boards.AGE_GROUPS)))
     q = fields.String(load_default=None, validate=validate.Length(max=100))
     team_id = fields.Integer(load_default=None)
+
+
+BOARD_QUERY = BoardQuery()  # an instance: webargs would build one from the class on every request
 
 
 class TeamBoardQuery(Schema):
@@ -59,7 +68,7 @@ class MyRankSchema(Schema):
 
 @blp.route("/challenges/<slug>/leaderboard")
 class IndividualBoard(MethodView):
-    @blp.arguments(BoardQuery, location="query")
+    @blp.arguments(BOARD_QUERY, location="query")
     @blp.response(200, RowSchema(many=True))
     def get(self, query, slug):
         """Individuals, 50 a page; filter by gender, age group, team; search by name or bib."""
@@ -99,7 +108,7 @@ class TeamBoard(MethodView):
 @blp.route("/challenges/<slug>/leaderboard/me")
 class MyRank(MethodView):
     @blp.doc(**BEARER)
-    @blp.arguments(BoardQuery, location="query")
+    @blp.arguments(BOARD_QUERY, location="query")
     @blp.response(200, MyRankSchema)
     @token_required("read")
     def get(self, query, slug):
@@ -153,3 +162,88 @@ class Certificate(MethodView):
         except certificates.NoCountedDistance as error:
             abort(409, message=f"certificate: {error}")
         return pdf_response(certificate, verify_url(registration))
+
+
+# ------------------------------------------------------------------------------ the fast path for hot reads
+
+_HOT_PATH = re.compile(r"^/api/v1/challenges/([a-z0-9][a-z0-9-]{0,62})/leaderboard(/me)?$")
+_PAGE_QUERY = re.compile(r"^(?:page=([1-9][0-9]?))?$")
+
+
+class HotReads:
+    """WSGI middleware for the two hottest reads, the first pages of a board and "my rank": when everything
+    the answer needs is already in this process's caches (the site's tenant, active; the caller's token) and in
+    Redis (the stored page; the caller's registration and the sorted set), it is answered here, byte for byte
+    as the views below answer it, with the same headers, without Flask's per-request machinery. Anything else
+    (another query, a cache miss, an unknown or suspended site, a token the cache cannot vouch for) goes to the
+    Flask app unchanged, which fills the caches."""
+
+    def __init__(self, app, wsgi_app):
+        self.app, self.wsgi_app = app, wsgi_app
+
+    def __call__(self, environ, start_response):
+        if environ.get("REQUEST_METHOD") == "GET":
+            match = _HOT_PATH.match(environ.get("PATH_INFO") or "")
+            if match is not None:
+                answer = self._answer(environ, match.group(1), bool(match.group(2)))
+                if answer is not None:
+                    return self._respond(environ, start_response, *answer)
+        return self.wsgi_app(environ, start_response)
+
+    def _answer(self, environ, slug, mine):
+        from kindstride.api.auth import cached_caller
+        from kindstride.tenancy.models import ACTIVE
+        from kindstride.tenancy.resolution import cached_tenant
+
+        query = _PAGE_QUERY.match(environ.get("QUERY_STRING") or "")
+        if query is None or (mine and query.group(1)):
+            return None
+        tenant = cached_tenant(environ.get("HTTP_HOST") or "", self.app.config["BASE_DOMAIN"])
+        if tenant is None or tenant["status"] != ACTIVE:
+            return None
+        with self.app.app_context():
+            if not mine:
+                page = int(query.group(1) or 1)
+                if page > CACHED_PAGES:
+                    return None
+                body = ranking.cached_page(tenant.id, slug, f"{page}:::")
+                return None if body is None else (tenant, "api_leaderboards.IndividualBoard", body)
+            kind, _sep, token = (environ.get("HTTP_AUTHORIZATION") or "").partition(" ")
+            if kind.lower() != "bearer" or not token.strip():
+                return None
+            user_id = cached_caller(tenant.id, token.strip(), "read")
+            if user_id is None:
+                return None
+            answer = ranking.cached_my_rank(tenant.id, slug, user_id)
+            if answer is None:
+                return None
+            return tenant, "api_leaderboards.MyRank", self._json(answer)
+
+    def _json(self, data):
+        provider = self.app.json
+        if (provider.compact is None and self.app.debug) or provider.compact is False:
+            return f"{provider.dumps(data, indent=2)}\n".encode()
+        return f"{provider.dumps(data, separators=(',', ':'))}\n".encode()
+
+    def _respond(self, environ, start_response, tenant, endpoint, body):
+        from kindstride.ops.health import ENDPOINT_KEY, TENANT_KEY
+        from kindstride.ops.logging import tenant_slug_var
+        from kindstride.security import CONTENT_SECURITY_POLICY
+
+        environ[ENDPOINT_KEY], environ[TENANT_KEY] = endpoint, tenant["slug"]
+        tenant_slug_var.set(tenant["slug"])
+        # As kindstride.security._security_headers and Flask (the session is looked at: Vary: Cookie) set them.
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                   ("Content-Security-Policy", CONTENT_SECURITY_POLICY), ("X-Content-Type-Options", "nosniff"),
+                   ("X-Frame-Options", "DENY"), ("Referrer-Policy", "strict-origin-when-cross-origin"),
+                   ("Permissions-Policy", "geolocation=(), camera=(), microphone=()")]
+        if environ.get("wsgi.url_scheme") == "https":
+            headers.append(("Strict-Transport-Security", "max-age=31536000; includeSubDomains"))
+        headers.append(("Vary", "Cookie"))
+        start_response("200 OK", headers)
+        return [body]
+
+
+@blp.record_once
+def _install_hot_reads(state):
+    state.app.wsgi_app = HotReads(state.app, state.app.wsgi_app)

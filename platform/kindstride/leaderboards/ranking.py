@@ -365,13 +365,14 @@ def _regs_keys(tenant_id):
 
 
 def _counter(redis, key):
-    """A counter's value; a missing one is created at a random value (so it never meets what an old entry
-    remembers) and None is returned: nothing is stored against it this time."""
+    """A counter's value; a missing one is created at a random value, so it never meets what an old entry
+    remembers."""
     value = redis.get(key)
     if value is None:
         import random
 
         redis.set(key, random.getrandbits(48), nx=True)
+        value = redis.get(key)
     return value
 
 
