@@ -128,7 +128,7 @@ def test_every_state_changing_form_needs_its_csrf_token(world):
               "user_id": w.users["spare"], "token_id": w.spare_token_id, "activity_id": w.activity_ids[0],
               "pledge_id": w.pledge_ids[0], "result_id": w.result_ids["flagged"], "reference": w.payment_refs[0],
               "code": w.certificate_codes[0], "token": w.reset_token, "gateway_name": "vnpay",
-              "filename": "x", "action": "suspend"}
+              "filename": "x", "action": "suspend", "upload_id": w.upload_ids[0]}
     checked = []
     for route in routes(app):
         if route.method not in ("POST", "PUT", "PATCH", "DELETE") or route.is_api:
@@ -164,7 +164,7 @@ def test_every_html_page_carries_the_security_headers(world):
               "user_id": w.users["spare"], "token_id": w.spare_token_id, "activity_id": w.activity_ids[0],
               "pledge_id": w.pledge_ids[0], "result_id": w.result_ids["flagged"], "reference": w.payment_refs[0],
               "code": w.certificate_codes[0], "token": w.reset_token, "gateway_name": "vnpay",
-              "filename": "x", "action": "suspend"}
+              "filename": "x", "action": "suspend", "upload_id": w.upload_ids[0]}
     responses = []
     for route in routes(app):
         if route.method != "GET" or route.is_api:
