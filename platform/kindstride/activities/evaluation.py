@@ -125,10 +125,15 @@ def keeps_decision(result, version, activity) -> bool:
     return bool(result.decided_by_id) and result.ruleset_version == version and activity.duplicate_of_id is None
 
 
-def record(challenge, registration, activity, ruleset):
-    """Judge one activity in one challenge and store the result; a moderator's decision stands."""
-    result = db.session.scalar(sa.select(ActivityResult).where(ActivityResult.challenge_id == challenge.id,
-                                                               ActivityResult.activity_id == activity.id))
+def record(challenge, registration, activity, ruleset, known=None):
+    """Judge one activity in one challenge and store the result; a moderator's decision stands. `known`: the
+    results of (challenge id, activity id) pairs already looked up (None: there is none), kept up to date."""
+    key = (challenge.id, activity.id)
+    if known is not None and key in known:
+        result = known[key]
+    else:
+        result = db.session.scalar(sa.select(ActivityResult).where(ActivityResult.challenge_id == challenge.id,
+                                                                   ActivityResult.activity_id == activity.id))
     if result is not None and keeps_decision(result, challenge.ruleset_version, activity):
         return result
     verdict = judge_in(challenge, registration, activity, ruleset)
@@ -144,6 +149,8 @@ def record(challenge, registration, activity, ruleset):
     result.decided_by_id = result.decision_comment = None
     result.evaluated_at = utcnow()
     db.session.flush()
+    if known is not None:
+        known[key] = result
     return result
 
 
@@ -177,12 +184,24 @@ def evaluate_activities(calls):
     person's days at the same time."""
     ids = list(dict.fromkeys(call[0] for call in calls))
     activities = {a.id: a for a in db.session.scalars(sa.select(Activity).where(Activity.id.in_(ids)))}
-    _lock_people(sorted({a.user_id for a in activities.values()}))
+    people = sorted({a.user_id for a in activities.values()})
+    _lock_people(people)
+    memberships = _challenges_of(people)
+    # Held for the whole batch: the session's identity map only keeps objects someone refers to, and
+    # resolved_ruleset looks the tenant up for every activity.
+    tenants = list(db.session.scalars(sa.select(Tenant).where(
+        Tenant.id.in_({a.tenant_id for a in activities.values()}))))
+    # The batch's results looked up at once (a new activity has none).
+    known = {(challenge.id, activity.id): None for activity in activities.values()
+             for challenge, _registration in memberships.get(activity.user_id, ())}
+    for result in db.session.scalars(sa.select(ActivityResult).where(ActivityResult.activity_id.in_(ids))):
+        known[(result.challenge_id, result.activity_id)] = result
     touched = {}  # registration id -> team aggregation of its challenge's ruleset
     for activity_id in ids:
         activity = activities.get(activity_id)
         if activity is not None:
-            _evaluate(activity, touched)
+            _evaluate(activity, touched, memberships.get(activity.user_id, ()), known)
+    del tenants
     teams = {}
     for registration_id in sorted(touched):
         total = refresh_participant(registration_id)
@@ -203,8 +222,19 @@ def _lock_people(user_ids):
                            {"kind": EVALUATION_LOCK, "person": user_id % 2**31})
 
 
-def _evaluate(activity, touched):
-    for challenge, registration in challenges_for(activity):
+def _challenges_of(user_ids):
+    """challenges_for, for many people at once: user id -> [(challenge, registration)]."""
+    found = {}
+    for challenge, registration in db.session.execute(
+            sa.select(Challenge, Registration).join(Registration, Registration.challenge_id == Challenge.id)
+            .where(Registration.user_id.in_(user_ids), Registration.status == "active", Challenge.status != CLOSED)
+            .order_by(Challenge.id)):
+        found.setdefault(registration.user_id, []).append((challenge, registration))
+    return found
+
+
+def _evaluate(activity, touched, memberships, known):
+    for challenge, registration in memberships:
         ruleset = resolved_ruleset(challenge)
         if ruleset is None:
             continue
@@ -212,7 +242,7 @@ def _evaluate(activity, touched):
             continue  # far outside the window: not this challenge's business
         # Later same-day activities may change verdict (daily limits): judge the day again in order.
         for later in _same_day_from(challenge, registration, activity):
-            result = record(challenge, registration, later, ruleset)
+            result = record(challenge, registration, later, ruleset, known)
             if later is activity and result.status == ACCEPTED:
                 plugin_host().manager.hook.activity_accepted(tenant_id=activity.tenant_id, activity_id=activity.id)
         touched[registration.id] = ruleset.team_aggregation

@@ -121,8 +121,12 @@ def _tables_in(state):
     """Tenant-owned tables a statement reads or writes (its entities, and any table in its FROM clauses:
     select(func.count()).select_from(User) names no entity but still reads users), and whether it reads
     other tables only (then the row-level-security setting does not matter to it)."""
-    tenant_names = _tenant_table_names()
     names = {mapper.local_table.name for mapper in state.all_mappers if issubclass(mapper.class_, TenantOwned)}
+    if names:
+        # An entity is tenant-owned: the statement is filtered and not tenant-free, whatever else it reads; walking
+        # the whole statement for more tables (the costly part, on every query) would change neither.
+        return names, False
+    tenant_names = _tenant_table_names()
     tables = find_tables(state.statement, include_joins=True, include_aliases=True)
     names.update(table.name for table in tables if table.name in tenant_names)
     return names, bool(tables) and not names
