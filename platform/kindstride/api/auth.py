@@ -43,7 +43,7 @@ BEARER = {"security": [{"bearerAuth": []}]}
 
 DEFAULT_CACHE_SECONDS = 600.0  # with Redis: every change is seen through the generation; this only bounds memory
 NO_REDIS_CACHE_SECONDS = 5.0  # without Redis other processes' changes are seen within this time
-MAX_CACHED_TOKENS = 20_000
+MAX_CACHED_TOKENS = 10_000  # a few kB each: bounded well under the web worker memory goal
 READ_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
@@ -124,9 +124,10 @@ def _authenticate(token):
 
 
 def cached_caller(tenant_id, token, scope):
-    """The user id of a valid token of this tenant with `scope`, from this process's cache alone (plus the Redis
-    generation check), or None when the cache cannot say (then token_required decides, reading the database).
-    For endpoints that need nothing of the caller but the id."""
+    """(user id, (generation key, generation)) for a valid token of this tenant with `scope`, from this process's
+    cache alone, or None when the cache cannot say (then token_required decides, reading the database). The
+    caller must check that the key still holds that generation (in the same Redis script as its own read), and
+    answer nothing from the cache otherwise. For endpoints that need nothing of the caller but the id."""
     if scope in PRIVILEGED_SCOPES:
         return None
     entry = _cache.get((tenant_id, hash_token(token)))
@@ -137,10 +138,9 @@ def cached_caller(tenant_id, token, scope):
         return None
     if entry.last_used_at is None or now - entry.last_used_at >= LAST_USED_GRANULARITY:
         return None  # last_used_at is due: token_required records it
-    generation = _generation(tenant_id)
-    if generation is False or generation is None or entry.generation != generation:
-        return None
-    return entry.user.id
+    if not entry.generation:
+        return None  # no Redis: no generation to check against
+    return entry.user.id, (_generation_key(tenant_id), entry.generation)
 
 
 def _from_database(token):

@@ -211,10 +211,11 @@ class HotReads:
             kind, _sep, token = (environ.get("HTTP_AUTHORIZATION") or "").partition(" ")
             if kind.lower() != "bearer" or not token.strip():
                 return None
-            user_id = cached_caller(tenant.id, token.strip(), "read")
-            if user_id is None:
+            caller = cached_caller(tenant.id, token.strip(), "read")
+            if caller is None:
                 return None
-            answer = ranking.cached_my_rank(tenant.id, slug, user_id)
+            user_id, generation = caller
+            answer = ranking.cached_my_rank(tenant.id, slug, user_id, still=generation)
             if answer is None:
                 return None
             return tenant, "api_leaderboards.MyRank", self._json(answer)

@@ -332,7 +332,9 @@ if redis.call('HLEN', prefix .. ':pending') > 0 then return false end
 return string.sub(v, b + 1)
 """
 # My rank: {rank, registration, member} | {-1 not ready | -2 pending | -3 not in the set, registration} | {-4}
+# | {-5}: the caller's token generation (KEYS[2], ARGV[3]; none when empty) changed: the cache may not vouch
 _MINE = """
+if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[3] then return {-5} end
 local r = redis.call('HGET', KEYS[1], ARGV[2])
 if not r then return {-4} end
 local a = string.find(r, ':', 1, true)
@@ -412,14 +414,16 @@ def store_page(tenant_id, challenge_id, slug, variant, token, body):
         log.warning("leaderboard page cache: cannot store (%s)", error)
 
 
-def cached_my_rank(tenant_id, slug, user_id):
-    """{"rank", "bib", "score"} of a user on a challenge's unfiltered board from Redis alone, or None."""
+def cached_my_rank(tenant_id, slug, user_id, still=None):
+    """{"rank", "bib", "score"} of a user on a challenge's unfiltered board from Redis alone, or None. `still`:
+    (key, value) that must still hold in Redis (the caller's token generation), checked in the same script."""
     redis = _redis()
     if redis is None:
         return None
     regs, _changes = _regs_keys(tenant_id)
+    key, value = still or (regs, b"")
     try:
-        answer = redis.register_script(_MINE)(keys=[regs], args=[tenant_id, f"{slug}\n{user_id}"])
+        answer = redis.register_script(_MINE)(keys=[regs, key], args=[tenant_id, f"{slug}\n{user_id}", value])
     except RedisError as error:
         log.warning("leaderboard cache unavailable (%s): ranking with SQL", error)
         return None
