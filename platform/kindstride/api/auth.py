@@ -28,7 +28,6 @@ from kindstride.accounts.services import (
     LAST_USED_GRANULARITY,
     PRIVILEGED_SCOPES,
     authenticate_api_token,
-    roles_of,
 )
 from kindstride.accounts.tokens import hash_token
 from kindstride.db import db, utcnow
@@ -144,11 +143,11 @@ def cached_caller(tenant_id, token, scope):
 
 
 def _from_database(token):
-    found = authenticate_api_token(token)
+    found = authenticate_api_token(token, with_roles=True)
     if found is None:
         return None
-    user, api_token = found
-    roles = frozenset(roles_of(user))
+    user, api_token, roles = found
+    roles = frozenset(roles)
     if sa.inspect(api_token).modified and request.method in READ_METHODS:
         # last_used_at moved on: recorded now, as a read never commits (a write's own commit records it). What
         # the cache keeps is read first, as the commit expires it.
