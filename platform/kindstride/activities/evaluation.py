@@ -15,7 +15,7 @@ from kindstride.activities.models import ACCEPTED, DUPLICATE, FLAGGED, REJECTED,
 from kindstride.challenges import rulesets
 from kindstride.challenges.models import CLOSED, Challenge, Registration, RulesetVersion
 from kindstride.db import db, utcnow
-from kindstride.leaderboards.services import refresh_participant, refresh_team
+from kindstride.leaderboards.services import refresh_participant, refresh_participants, refresh_team
 from kindstride.plugins import plugin_host
 from kindstride.rules.contract import FLAG, REJECT, ActivityFacts, ChallengeContext, Reason
 from kindstride.tenancy.models import Tenant
@@ -178,10 +178,10 @@ def evaluate_activity(activity_id):
 def evaluate_activities(calls):
     """The batched form of evaluate_activity (kindstride.jobs.queue runs queued evaluations this way, calls being
     the argument lists of many evaluate_activity jobs): every activity is judged as evaluate_activity judges it,
-    in the order given, in one transaction; each touched participant total and team total is then recomputed
-    once, in id order (participants, then teams), instead of once per activity. The owners of the activities are
-    locked first (a transaction-level advisory lock per person, in id order), so two batches never judge the same
-    person's days at the same time."""
+    in the order given, in one transaction; the touched participant totals are then recomputed once, in one
+    statement, and each touched team total once, in id order, instead of once per activity. The owners of the
+    activities are locked first (a transaction-level advisory lock per person, in id order), so two batches never
+    judge the same person's days at the same time."""
     ids = list(dict.fromkeys(call[0] for call in calls))
     activities = {a.id: a for a in db.session.scalars(sa.select(Activity).where(Activity.id.in_(ids)))}
     people = sorted({a.user_id for a in activities.values()})
@@ -203,10 +203,9 @@ def evaluate_activities(calls):
             _evaluate(activity, touched, memberships.get(activity.user_id, ()), known)
     del tenants
     teams = {}
-    for registration_id in sorted(touched):
-        total = refresh_participant(registration_id)
-        if total is not None and total.team_id is not None and touched[registration_id] is not None:
-            teams[total.team_id] = touched[registration_id]
+    for registration_id, team_id in refresh_participants(touched).items():
+        if team_id is not None and touched[registration_id] is not None:
+            teams[team_id] = touched[registration_id]
     for team_id in sorted(teams):
         refresh_team(team_id, teams[team_id])
 
