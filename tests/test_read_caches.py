@@ -5,6 +5,7 @@ answers one tenant with another's data."""
 import time
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 
@@ -277,3 +278,52 @@ def test_hot_reads_answer_from_the_caches_exactly_as_the_views_do(app, tenants):
     tenancy.set_status("alpha", SUSPENDED)
     assert client.get(BOARD).status_code == 503
     assert client.get(ME, headers=_bearer(tokens[1])).status_code == 503
+
+
+def test_a_batch_judges_an_activity_as_stored_once_it_holds_the_owners_lock(app, tenants):
+    """A request may make an activity a duplicate while a batch waits for its owner: the batch must judge what
+    is stored when it gets the lock, or its stale verdict lands after the newer batch's correct one."""
+    import threading
+
+    from kindstride.activities.evaluation import EVALUATION_LOCK, evaluate_activities
+    from kindstride.activities.models import DUPLICATE, Activity, ActivityResult
+
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("batches wait for each other on PostgreSQL advisory locks")
+    token = _event(tenants["alpha"], runners=1)[0]
+    client = app.test_client().on("alpha")
+    first, second = _run(client, token, 30, 5)["id"], _run(client, token, 20, 5)["id"]
+    run_queued_jobs(app)
+    with tenant_scope(tenants["alpha"]):
+        owner = db.session.get(Activity, first).user_id
+        db.session.rollback()
+    with db.engine.connect() as holder:  # another batch, judging this person
+        holder.execute(sa.text("SELECT pg_advisory_xact_lock(:kind, :person)"),
+                       {"kind": EVALUATION_LOCK, "person": owner})
+        errors = []
+
+        def batch():
+            with app.app_context(), tenant_scope(tenants["alpha"]):
+                try:
+                    evaluate_activities([[first]])
+                    db.session.commit()
+                except Exception as error:  # noqa: BLE001 (reported by the test below)
+                    errors.append(error)
+
+        waiting = threading.Thread(target=batch)
+        waiting.start()
+        deadline = time.monotonic() + 30
+        while not db.session.execute(sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                             "AND NOT granted")).scalar():
+            db.session.rollback()
+            assert time.monotonic() < deadline and waiting.is_alive(), f"the batch never waited: {errors}"
+        db.session.rollback()
+        with tenant_scope(tenants["alpha"]):
+            db.session.execute(sa.update(Activity).where(Activity.id == first).values(duplicate_of_id=second))
+            db.session.commit()
+        holder.commit()  # the other batch ends
+        waiting.join(30)
+    assert not errors and not waiting.is_alive()
+    with tenant_scope(tenants["alpha"]):
+        assert db.session.scalar(sa.select(ActivityResult.status).where(ActivityResult.activity_id == first)) \
+            == DUPLICATE

@@ -183,9 +183,13 @@ def evaluate_activities(calls):
     activities are locked first (a transaction-level advisory lock per person, in id order), so two batches never
     judge the same person's days at the same time."""
     ids = list(dict.fromkeys(call[0] for call in calls))
-    activities = {a.id: a for a in db.session.scalars(sa.select(Activity).where(Activity.id.in_(ids)))}
-    people = sorted({a.user_id for a in activities.values()})
+    people = sorted(set(db.session.scalars(sa.select(Activity.user_id).where(Activity.id.in_(ids)))))
     _lock_people(people)
+    # Read only now, and afresh: while this batch waited for a person, a request may have made one of their
+    # activities a duplicate (or not) and queued it again; a batch judging the older copy after the newer
+    # batch would leave the stale verdict.
+    activities = {a.id: a for a in db.session.scalars(sa.select(Activity).where(Activity.id.in_(ids))
+                                                      .execution_options(populate_existing=True))}
     memberships = _challenges_of(people)
     # Held for the whole batch: the session's identity map only keeps objects someone refers to, and
     # resolved_ruleset looks the tenant up for every activity.
