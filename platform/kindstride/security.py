@@ -47,15 +47,20 @@ def content_security_policy(**extra):
 CONTENT_SECURITY_POLICY = content_security_policy()
 
 
+def security_headers(secure: bool) -> list[tuple[str, str]]:
+    """The headers every response carries (a view may set its own stricter ones first); the one list that both
+    Flask's responses and the leaderboard's pre-Flask fast path (kindstride.api.leaderboards.HotReads) use."""
+    headers = [("Content-Security-Policy", CONTENT_SECURITY_POLICY), ("X-Content-Type-Options", "nosniff"),
+               ("X-Frame-Options", "DENY"), ("Referrer-Policy", "strict-origin-when-cross-origin"),
+               ("Permissions-Policy", "geolocation=(), camera=(), microphone=()")]
+    if secure:
+        headers.append(("Strict-Transport-Security", "max-age=31536000; includeSubDomains"))
+    return headers
+
+
 def _security_headers(response):
-    headers = response.headers
-    headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("X-Frame-Options", "DENY")
-    headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
-    headers.setdefault("Permissions-Policy", "geolocation=(), camera=(), microphone=()")
-    if request.is_secure:
-        headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+    for name, value in security_headers(request.is_secure):
+        response.headers.setdefault(name, value)
     return response
 
 

@@ -229,18 +229,13 @@ class HotReads:
     def _respond(self, environ, start_response, tenant, endpoint, body):
         from kindstride.ops.health import ENDPOINT_KEY, TENANT_KEY
         from kindstride.ops.logging import tenant_slug_var
-        from kindstride.security import CONTENT_SECURITY_POLICY
+        from kindstride.security import security_headers
 
         environ[ENDPOINT_KEY], environ[TENANT_KEY] = endpoint, tenant["slug"]
         tenant_slug_var.set(tenant["slug"])
-        # As kindstride.security._security_headers and Flask (the session is looked at: Vary: Cookie) set them.
+        # As Flask sends the view's answer (it looks at the session: Vary: Cookie).
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-                   ("Content-Security-Policy", CONTENT_SECURITY_POLICY), ("X-Content-Type-Options", "nosniff"),
-                   ("X-Frame-Options", "DENY"), ("Referrer-Policy", "strict-origin-when-cross-origin"),
-                   ("Permissions-Policy", "geolocation=(), camera=(), microphone=()")]
-        if environ.get("wsgi.url_scheme") == "https":
-            headers.append(("Strict-Transport-Security", "max-age=31536000; includeSubDomains"))
-        headers.append(("Vary", "Cookie"))
+                   *security_headers(environ.get("wsgi.url_scheme") == "https"), ("Vary", "Cookie")]
         start_response("200 OK", headers)
         return [body]
 
