@@ -196,7 +196,7 @@ def test_the_subscription_handshake_echoes_the_challenge_only_with_our_verify_to
 def test_an_event_for_an_unknown_athlete_is_acknowledged_and_ignored(app, fake, tenants):
     fake.add_activity(4242, 1, start=YESTERDAY, distance_m=5000)
     response = push_event(app.test_client().on(None), 4242, 1)
-    assert response.status_code == 200 and response.json == {"status": "ignored"}
+    assert response.status_code == 200 and response.json == {"status": "received"}
     run_queued_jobs(app)
     assert fake.calls["GET /api/v3/activities/{id}"] == 0
     assert _activities(tenants["alpha"]) == [] and _activities(tenants["beta"]) == []
@@ -209,7 +209,7 @@ def test_a_new_activity_is_imported_owner_only_and_judged(site, fake, app, tenan
     _connect(client, fake, AN)
     response = _push(fake, app, AN, 111, start=YESTERDAY, distance_m=10_050, pace_s_per_km=360,
                      name="Hồ Tây loop", device_name="Garmin Forerunner 255")
-    assert response.json == {"status": "queued"}
+    assert response.json == {"status": "received"}  # as for an athlete nobody connected: nothing is revealed
 
     [activity] = _activities(tenants["alpha"])
     assert (activity.user_id, activity.source, activity.sport, activity.owner_only) == (an, "strava", "run", True)
@@ -308,7 +308,10 @@ def test_revoked_access_marks_the_connection_revoked_and_stores_nothing(site, fa
     assert kept.external_id == "401" and kept.title == "" and kept.device is None
     assert _board(client)[0]["distance_m"] == 8000
     # Later events are not routed anywhere any more.
-    assert push_event(app.test_client().on(None), AN, 403).json == {"status": "ignored"}
+    fetched = fake.calls["GET /api/v3/activities/{id}"]
+    assert push_event(app.test_client().on(None), AN, 403).json == {"status": "received"}
+    run_queued_jobs(app)
+    assert fake.calls["GET /api/v3/activities/{id}"] == fetched
 
 
 def test_a_deauthorization_event_is_checked_with_strava_before_revoking(site, fake, app, tenants):
@@ -316,7 +319,7 @@ def test_a_deauthorization_event_is_checked_with_strava_before_revoking(site, fa
     _connect(client, fake, AN)
     forged = push_event(app.test_client().on(None), AN, AN, aspect_type="update", object_type="athlete",
                         updates={"authorized": "false"})
-    assert forged.json == {"status": "queued"}
+    assert forged.json == {"status": "received"}
     run_queued_jobs(app)
     assert _connection(tenants["alpha"]).is_active  # the token still works: the event was not Strava's
 

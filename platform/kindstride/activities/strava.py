@@ -351,23 +351,19 @@ def _job_for(event):
     return None, ()
 
 
-def route_event(event) -> str:
-    """Queue the job for one webhook event in the tenant its athlete is connected in; never waits on Strava.
-
-    Returns what happened ("queued" or "ignored"), for the log and the response.
-    """
+def route_event(event) -> None:
+    """Queue the job for one webhook event in the tenant its athlete is connected in; never waits on Strava."""
     route = db.session.get(StravaAthleteRoute, str(event["owner_id"]))
     if route is None:
         log.info("Strava %s %s event for unknown athlete %s ignored", event["object_type"], event["aspect_type"],
                  event["owner_id"])
-        return "ignored"
+        return
     job, args = _job_for(event)
     if job is None:
-        return "ignored"
+        return
     with tenant_scope(route.tenant_id):
         enqueue(job, *args)
     db.session.commit()  # the job is dispatched once this commits
-    return "queued"
 
 
 # -- jobs ------------------------------------------------------------------------------------------------------
