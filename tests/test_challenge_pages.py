@@ -372,15 +372,20 @@ def test_upload_page_reports_each_file(site, app):
 
 # ---------------------------------------------------------------- the ruleset editor
 
-def test_ruleset_editor_generates_forms_dry_runs_and_saves_version_2(site, app):
-    clients, tokens = site
-    admin = clients["admin"]
-    create_challenge(admin)
+def two_runners_judged(clients, tokens, app):
+    """The admin's challenge, with An (3 km) and Binh (12 km) registered alone and their runs judged."""
+    create_challenge(clients["admin"])
     for name in ("an", "binh"):
         clients[name].submit("/challenges/run-2024/register", {"mode": "alone"})
     _api_run(clients["an"], tokens["an"], NOW - timedelta(hours=30), 3, 300)
     _api_run(clients["binh"], tokens["binh"], NOW - timedelta(hours=30), 12, 300)
     run_queued_jobs(app)
+
+
+def test_ruleset_editor_generates_forms_dry_runs_and_saves_version_2(site, app):
+    clients, tokens = site
+    admin = clients["admin"]
+    two_runners_judged(clients, tokens, app)
 
     page = admin.get("/admin/challenges/run-2024/ruleset")
     assert page.status_code == 200

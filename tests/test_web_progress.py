@@ -3,7 +3,6 @@ same figures as JSON for the script that updates it. The bar says done only once
 and one tenant never sees another's."""
 
 import re
-from datetime import timedelta
 
 import sqlalchemy as sa
 
@@ -12,7 +11,16 @@ from kindstride.challenges.models import Challenge
 from kindstride.db import db
 from kindstride.tenancy.scope import tenant_scope
 from tests.support.jobs import run_queued_jobs
-from tests.test_challenge_pages import NOW, _api_run, _client, _text, create_challenge, ruleset_form, site  # noqa: F401
+from tests.test_challenge_pages import (  # noqa: F401 (site: the fixture)
+    NOW,
+    _api_run,
+    _client,
+    _text,
+    create_challenge,
+    ruleset_form,
+    site,
+    two_runners_judged,
+)
 
 
 def _bar(html):
@@ -30,12 +38,7 @@ def _save_version_2(admin):
 def test_ruleset_page_shows_the_re_evaluation_until_it_is_done(site, app):  # noqa: F811 (the fixture imported above)
     clients, tokens = site
     admin = clients["admin"]
-    create_challenge(admin)
-    for name in ("an", "binh"):
-        clients[name].submit("/challenges/run-2024/register", {"mode": "alone"})
-    _api_run(clients["an"], tokens["an"], NOW - timedelta(hours=30), 3, 300)
-    _api_run(clients["binh"], tokens["binh"], NOW - timedelta(hours=30), 12, 300)
-    run_queued_jobs(app)
+    two_runners_judged(clients, tokens, app)
     html = _text(admin.get("/admin/challenges/run-2024/ruleset"))
     assert _bar(html) is None  # no job since version 1
 
