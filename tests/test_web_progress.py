@@ -12,8 +12,6 @@ from kindstride.db import db
 from kindstride.tenancy.scope import tenant_scope
 from tests.support.jobs import run_queued_jobs
 from tests.test_challenge_pages import (  # noqa: F401 (site: the fixture)
-    NOW,
-    _api_run,
     _client,
     _text,
     create_challenge,
