@@ -48,6 +48,14 @@ def test_missing_expired_revoked_and_unscoped_tokens_are_refused(app, tenants, m
     assert client.get("/api/v1/me", headers=_bearer(token)).status_code == 401
 
 
+def test_the_token_is_checked_before_the_body(app, tenants):
+    # Without a token, a bad body is refused for the token, not described field by field.
+    client = app.test_client().on("alpha")
+    for path in ("/api/v1/activities", "/api/v1/challenges", "/api/v1/results/1/appeal"):
+        refused = client.post(path, json={"sport": 42})
+        assert refused.status_code == 401 and "Bearer" in refused.json["message"], path
+
+
 def test_a_token_of_one_tenant_does_nothing_on_another(app, tenants, make_user):
     user_id = make_user(tenants["alpha"], "ann@example.com")
     _token_id, token = _token(tenants["alpha"], user_id)

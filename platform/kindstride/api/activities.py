@@ -109,9 +109,9 @@ class Activities(MethodView):
         return [_with_results(a) for a in activities]
 
     @blp.doc(**BEARER)
+    @token_required("activities:write")
     @blp.arguments(EnteredActivitySchema(partial=False))
     @blp.response(201, ActivityOutSchema)
-    @token_required("activities:write")
     def post(self, data):
         """Add an activity from a club tool or device integration (source "api")."""
         try:
@@ -164,9 +164,9 @@ class ActivityResource(MethodView):
 @blp.route("/results/<int:result_id>/appeal")
 class Appeal(MethodView):
     @blp.doc(**BEARER)
+    @token_required("activities:write")
     @blp.arguments(AppealSchema)
     @blp.response(200, ResultSchema)
-    @token_required("activities:write")
     def post(self, data, result_id):
         """Appeal a rejection (once)."""
         result = db.session.get(ActivityResult, result_id)

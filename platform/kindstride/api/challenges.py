@@ -102,9 +102,9 @@ class Challenges(MethodView):
         return db.session.scalars(sa.select(Challenge).order_by(Challenge.counting_start.desc())).all()
 
     @blp.doc(**BEARER)
+    @token_required("admin")
     @blp.arguments(Schema.from_dict({}, name="ChallengeIn")(unknown="include"), location="json")
     @blp.response(201, ChallengeOutSchema)
-    @token_required("admin")
     def post(self, data):
         """Create a challenge from a preset or a ruleset (fields as in ChallengeSchema)."""
         _admin()
@@ -142,9 +142,9 @@ class Ruleset(MethodView):
         return {"version": challenge.ruleset_version, "ruleset": services.current_ruleset(challenge)}
 
     @blp.doc(**BEARER)
+    @token_required("admin")
     @blp.arguments(RulesetChangeSchema)
     @blp.response(200, RulesetOutSchema)
-    @token_required("admin")
     def put(self, data, slug):
         """Save a new ruleset version; every activity is judged again in a job."""
         _admin()
@@ -182,9 +182,9 @@ class RulesetDryRun(MethodView):
 @blp.route("/challenges/<slug>/registrations")
 class Registrations(MethodView):
     @blp.doc(**BEARER)
+    @token_required("activities:write")
     @blp.arguments(Schema.from_dict({}, name="RegistrationIn")(unknown="include"), location="json")
     @blp.response(201, RegistrationOutSchema)
-    @token_required("activities:write")
     def post(self, data, slug):
         """Register the caller: alone, creating a team (new_team, division_id), joining one (team_id or
         join_code); optional gender and birth_year for category leaderboards."""
@@ -227,9 +227,9 @@ class MyRegistration(MethodView):
         return registration
 
     @blp.doc(**BEARER)
+    @token_required("activities:write")
     @blp.arguments(Schema.from_dict({}, name="TeamSwitchIn")(unknown="include"), location="json")
     @blp.response(200, RegistrationOutSchema)
-    @token_required("activities:write")
     def patch(self, data, slug):
         """Switch team (team_id, join_code or new_team; none of them leaves the team), as the policy allows."""
         challenge = challenge_or_404(slug)

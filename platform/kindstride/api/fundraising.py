@@ -109,9 +109,9 @@ class Beneficiaries(MethodView):
         return fundraising.beneficiaries_of(challenge_or_404(slug))
 
     @blp.doc(**BEARER)
+    @token_required("admin")
     @blp.arguments(Schema.from_dict({}, name="BeneficiaryIn")(unknown="include"), location="json")
     @blp.response(201, BeneficiaryOut)
-    @token_required("admin")
     def post(self, data, slug):
         """Add a beneficiary (name, description, website)."""
         _require("admin")
@@ -138,9 +138,9 @@ class Pledges(MethodView):
         return [_pledge_out(p) for p in db.session.scalars(query)]
 
     @blp.doc(**BEARER)
+    @token_required("pledges:write")
     @blp.arguments(Schema.from_dict({}, name="PledgeIn")(unknown="include"), location="json")
     @blp.response(201, PledgeOut)
-    @token_required("pledges:write")
     def post(self, data, slug):
         """Pledge with a pledge rule (per_km, milestone, matching), optionally bound to a team or division."""
         try:
@@ -155,9 +155,9 @@ class Pledges(MethodView):
 @blp.route("/pledges/<int:pledge_id>/payments")
 class PledgePayments(MethodView):
     @blp.doc(**BEARER)
+    @token_required("admin")
     @blp.arguments(PledgePaymentIn)
     @blp.response(201, PledgeOut)
-    @token_required("admin")
     def post(self, data, pledge_id):
         """Record a sponsor's payment received outside a gateway (e.g. a bank transfer)."""
         _require("admin")
@@ -238,9 +238,9 @@ class PaymentResource(MethodView):
 @blp.route("/payments/<reference>/refunds")
 class Refunds(MethodView):
     @blp.doc(**BEARER)
+    @token_required("admin")
     @blp.arguments(RefundIn)
     @blp.response(201, PaymentOut)
-    @token_required("admin")
     def post(self, data, reference):
         """Refund all or part of a payment."""
         _require("admin")

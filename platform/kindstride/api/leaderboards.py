@@ -108,9 +108,9 @@ class TeamBoard(MethodView):
 @blp.route("/challenges/<slug>/leaderboard/me")
 class MyRank(MethodView):
     @blp.doc(**BEARER)
+    @token_required("read")
     @blp.arguments(BOARD_QUERY, location="query")
     @blp.response(200, MyRankSchema)
-    @token_required("read")
     def get(self, query, slug):
         """The caller's rank (on the filtered board)."""
         tenant_id = require_tenant_id()

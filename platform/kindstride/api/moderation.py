@@ -56,9 +56,9 @@ class ReviewQueue(MethodView):
 @blp.route("/results/<int:result_id>/decision")
 class Decision(MethodView):
     @blp.doc(**BEARER)
+    @token_required("moderate")
     @blp.arguments(DecisionSchema)
     @blp.response(200, ResultSchema)
-    @token_required("moderate")
     def post(self, data, result_id):
         """Accept or reject a flagged activity or an appealed rejection, with a comment."""
         result = db.session.get(ActivityResult, result_id)
