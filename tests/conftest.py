@@ -21,10 +21,9 @@ from kindstride import create_app
 from kindstride.db import db
 from kindstride.tenancy.scope import tenant_scope
 from tests.support.mailbox import start_mailbox
-from tests.support.services import find_postgres, find_redis
+from tests.support.services import REQUIRE_SERVICES, find_postgres, find_redis
 
 BASE_DOMAIN = "kindstride.test"
-REQUIRE_SERVICES = os.environ.get("KINDSTRIDE_REQUIRE_SERVICES") == "1"
 APP_ROLE = "kindstride_app"
 
 

@@ -9,16 +9,13 @@ import struct
 import time
 import zipfile
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from kindstride.activities.archive import unpack_upload
 from kindstride.activities.parsing import ActivityFileError, parse_activity
 from kindstride.rules.contract import SPORTS
-
-SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "activity-samples"
-needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"activity samples not found in {SAMPLES}")
+from tests.support.samples import SAMPLES, needs_samples
 
 # Files the manifest describes that kindstride refuses on purpose (the decision table in parsing.py).
 REFUSED = {

@@ -276,11 +276,11 @@ def test_bench_tiny_completes_with_every_figure(tmp_path):
     import subprocess
     import sys
 
-    from tests.support.services import find_postgres
+    from tests.support.services import find_postgres, missing
 
     postgres = find_postgres(os.environ.get("KINDSTRIDE_TEST_DATABASE_URL"))
     if postgres is None or shutil.which("redis-server") is None:
-        pytest.skip("the bench needs PostgreSQL and a redis-server it can start")
+        missing("the bench needs PostgreSQL and a redis-server it can start")
     out = tmp_path / "tiny.json"
     run = subprocess.run([sys.executable, "-m", "kindstride.cli", "bench", "--scale", "tiny", "--json", str(out)],
                          env={**os.environ, "KINDSTRIDE_BENCH_DATABASE_URL": postgres}, capture_output=True,

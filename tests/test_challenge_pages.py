@@ -6,7 +6,6 @@ import io
 import re
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -18,9 +17,9 @@ from kindstride.db import db
 from kindstride.tenancy.scope import tenant_scope
 from tests.conftest import sign_in
 from tests.support.jobs import run_queued_jobs
+from tests.support.samples import SAMPLES
 
 NOW = datetime.now(UTC).replace(microsecond=0)
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "activity-samples"
 SAIGON = ZoneInfo("Asia/Ho_Chi_Minh")
 
 

@@ -46,6 +46,7 @@ from kindstride.tenancy.services import create_tenant
 from tests.conftest import BASE_DOMAIN
 from tests.support.fake_vnpay import start_fake_vnpay
 from tests.support.jobs import run_queued_jobs
+from tests.support.services import missing
 from tests.support.sweep import NOW, PLUGINS, populate, totals_problems
 
 REPO = Path(__file__).resolve().parents[1]
@@ -235,7 +236,7 @@ class OwnRedis:
 @pytest.fixture
 def own_redis(services):
     if subprocess.run(["which", "redis-server"], capture_output=True).returncode != 0:
-        pytest.skip("redis-server is not installed")
+        missing("redis-server is not installed")
     server = OwnRedis()
     server.start()
     yield server

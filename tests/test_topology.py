@@ -33,7 +33,8 @@ from kindstride.accounts import services as accounts
 from kindstride.accounts.models import User
 from kindstride.db import db
 from kindstride.tenancy.scope import tenant_scope
-from tests.conftest import BASE_DOMAIN, REQUIRE_SERVICES
+from tests.conftest import BASE_DOMAIN
+from tests.support.services import missing
 
 pytestmark = [pytest.mark.topology, pytest.mark.postgres, pytest.mark.redis]
 
@@ -139,10 +140,7 @@ class Process:
 def _nginx():
     found = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
     if found is None:
-        message = "nginx is missing: apt-get install nginx (make system-deps installs it)"
-        if REQUIRE_SERVICES:
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("nginx is missing: apt-get install nginx (make system-deps installs it)")
     return found
 
 

@@ -8,7 +8,6 @@ import re
 import zipfile
 from datetime import timedelta
 
-import pytest
 import sqlalchemy as sa
 
 from kindstride.accounts.models import User
@@ -19,8 +18,9 @@ from kindstride.db import db
 from kindstride.tenancy.scope import tenant_scope
 from kindstride.web import progress
 from tests.support.jobs import run_queued_jobs
+from tests.support.samples import SAMPLES, needs_samples
 from tests.support.sweep import gpx_run
-from tests.test_challenge_pages import NOW, SAMPLES, _client, _text, site  # noqa: F401
+from tests.test_challenge_pages import NOW, _client, _text, site  # noqa: F401
 
 RUNS = 30  # more than upload_jobs.BACKGROUND_FILES
 
@@ -66,7 +66,7 @@ def _lines(html):
             re.findall(r'<li class="(ks-ok|ks-error)">([^:<]+): (.*?)</li>', html, re.S)}
 
 
-pytestmark = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"{SAMPLES} is not here")
+pytestmark = needs_samples
 
 
 def test_a_zip_of_many_files_is_imported_by_a_job_with_a_progress_page(site, app, tenants, make_user):  # noqa: F811 (the fixture imported above)

@@ -4,7 +4,6 @@ judged, the bad ones refused with a clear message, and the same run from two fil
 import io
 import zipfile
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -14,9 +13,9 @@ from kindstride.challenges import services as challenges
 from kindstride.db import db
 from kindstride.tenancy.scope import tenant_scope
 from tests.support.jobs import run_queued_jobs
+from tests.support.samples import SAMPLES, needs_samples
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "activity-samples"
-pytestmark = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"{SAMPLES} is not here")
+pytestmark = needs_samples
 
 
 @pytest.fixture

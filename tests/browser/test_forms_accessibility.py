@@ -3,7 +3,6 @@ aria-label or aria-labelledby), and the sign-up, register and upload forms can b
 keyboard alone (Tab, arrows, Space, Enter), with a visible focus indicator at every stop."""
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -11,10 +10,10 @@ from kindstride.accounts.models import User
 from kindstride.challenges import services as challenges
 from kindstride.db import db
 from tests.browser.conftest import screenshot, sign_in, tab_to, unlabelled_fields, visible_fields
+from tests.support.samples import SAMPLES, needs_samples
 
 pytestmark = pytest.mark.browser
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "activity-samples"
 NOW = datetime.now(UTC).replace(microsecond=0)
 # The fundraising pages (being built): checked when they are there.
 MONEY_PAGES = ("/challenges/keyboard-run/donate", "/challenges/keyboard-run/my-page",
@@ -111,7 +110,7 @@ def test_register_with_the_keyboard_only(sites, page):
     assert page.locator("section.ks-mine-card").get_by_role("link", name="Rocket").is_visible()
 
 
-@pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"{SAMPLES} (device recordings) is not here")
+@needs_samples
 def test_upload_with_the_keyboard_only(sites, page):
     slug = "shopfast"
     t = lambda message, **params: sites.t(slug, message, **params)  # noqa: E731

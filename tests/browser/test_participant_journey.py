@@ -4,7 +4,6 @@ leaderboard and in "My activities" with its verdict; and many files uploaded at 
 
 import re
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from babel.numbers import parse_decimal
@@ -14,13 +13,13 @@ from kindstride.challenges import services as challenges
 from kindstride.db import db
 from tests.browser.conftest import screenshot, sign_in, unlabelled_fields
 from tests.support.jobs import run_queued_jobs
+from tests.support.samples import SAMPLES, needs_samples
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "activity-samples"
 GOOD_FIT = "fit-garmin-fr110-run-5-laps.fit"  # Garmin Forerunner 110, 2013-02-06, 4835.38 m
 BROKEN_FIT = "fit-strava-android-app-run-broken.fit"  # FitParseError: local message 11 not defined
 
 pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"{SAMPLES} (device recordings) is not here")]
+              needs_samples]
 
 SLUG = "archive-run"
 TITLE = {"techrun": "Chạy cùng kho lưu trữ", "shopfast": "Archive run"}

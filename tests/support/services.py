@@ -3,12 +3,24 @@
 import os
 import socket
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 LOCAL_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 # A database of its own per test run (by process id), so two runs on one machine never share queues.
 LOCAL_REDIS = f"redis://127.0.0.1:6379/{1 + os.getpid() % 15}"
+
+
+# CI sets it: a missing service or component fails the run instead of skipping what needs it.
+REQUIRE_SERVICES = os.environ.get("KINDSTRIDE_REQUIRE_SERVICES") == "1"
+
+
+def missing(message):
+    """Something this test needs is not on this machine: skip, or fail where REQUIRE_SERVICES is set."""
+    if REQUIRE_SERVICES:
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 def _port_open(host, port):
