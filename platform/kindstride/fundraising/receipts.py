@@ -1,6 +1,7 @@
 """Donation receipts: an email with a PDF carrying the tenant's details (a tenant job)."""
 
 import io
+from decimal import Decimal
 
 from flask import g
 from flask_babel import force_locale, format_currency, format_datetime, gettext
@@ -20,7 +21,7 @@ def money(amount, currency):
     """An amount in minor units, formatted for the current locale (VND has no minor unit)."""
     from babel.numbers import get_currency_precision
 
-    return format_currency(amount / 10 ** get_currency_precision(currency), currency)
+    return format_currency(Decimal(int(amount)).scaleb(-get_currency_precision(currency)), currency)
 
 
 def receipt_pdf(donation, payment, challenge, tenant) -> bytes:
