@@ -84,7 +84,8 @@ def start_payment(*, purpose, income_account, amount, currency, gateway_name, id
     check_amount(amount, currency, gateway)
     existing = db.session.scalar(sa.select(Payment).where(Payment.idempotency_key == idempotency_key))
     if existing is not None:
-        if (existing.amount, existing.currency, existing.gateway) != (amount, currency, gateway_name):
+        if ((existing.amount, existing.currency, existing.gateway, existing.purpose, existing.income_account)
+                != (amount, currency, gateway_name, purpose, income_account)):
             raise PaymentError("idempotency_key: already used for a different payment")
         return existing, None
     payment = Payment(purpose=purpose, gateway=gateway_name, amount=amount, currency=currency,

@@ -7,7 +7,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from kindstride.db import db
 from kindstride.payments import services
-from kindstride.payments.contract import GatewayError, GatewayUnavailable, SignatureError
+from kindstride.payments.contract import GatewayError, SignatureError
 from kindstride.security import csrf
 from kindstride.web.sites import tenant_site_only
 
@@ -56,6 +56,10 @@ def payer_return(gateway_name):
     try:
         services.sync_payment(payment)
         db.session.commit()
-    except GatewayUnavailable:
+    except (GatewayError, IntegrityError) as error:
+        # The gateway unreachable or answering badly, or the webhook crediting the same payment right now: the
+        # status page shows what is recorded, and the webhook (or the next visit) brings it up to date.
         db.session.rollback()
+        log.warning("payer return for %s not synced: %s", payment.reference,
+                    type(error).__name__ if isinstance(error, IntegrityError) else error)
     return redirect(url_for("fundraising.payment_status", reference=payment.reference))
