@@ -179,3 +179,48 @@ def test_an_unbound_pledge_is_shared_by_the_beneficiaries_runners_picked(app, te
         assert totals.pledged == 10_001
         assert totals.pledged_by_beneficiary == {hearts_id: 5_000, books_id: 2_001, None: 3_000}
         assert fundraising.accrued(pledge) == 10_001 and problems() == []
+
+
+def test_a_huge_pledge_is_clamped_and_a_broken_one_does_not_stop_the_others(app, event):
+    from kindstride.payments.services import MAX_AMOUNT
+
+    huge = _pledge(app, event, {"rule": "per_km", "params": {"rate_per_km": 10**15}})
+    plain = _pledge(app, event, {"rule": "per_km", "params": {"rate_per_km": 1000}})
+    with tenant_scope(event["tenant"]):
+        broken = fundraising.add_pledge(event["challenge"], event["people"][2],
+                                        {"rule": "per_km", "params": {"rate_per_km": 1000}})
+        broken.rule = "uninstalled_rule"
+        db.session.commit()
+    _run(app, event, 0, 5_000)
+    _accrue(app, event)
+    assert _accrued(event, huge) == MAX_AMOUNT  # 5 x 10^15, and at 700,000 km past the ledger's bigint
+    assert _accrued(event, plain) == 5_000 and _accrued(event, broken) == 0
+    with tenant_scope(event["tenant"]):
+        assert problems() == []
+
+
+def test_a_pledge_payment_is_recorded_once_per_reference_and_bad_references_are_refused(app, event):
+    pledge = _pledge(app, event, {"rule": "per_km", "params": {"rate_per_km": 1000}})
+    _run(app, event, 0, 5_000)
+    _accrue(app, event)
+    with tenant_scope(event["tenant"]):
+        first = fundraising.record_pledge_payment(pledge, 5_000, "UNC 42")
+        db.session.commit()
+        # Sent again after it settled everything: the same transaction, not "only 0 outstanding".
+        assert fundraising.record_pledge_payment(pledge, 5_000, "UNC 42").id == first.id
+        with pytest.raises(fundraising.FundraisingError, match="reference: already recorded for another amount"):
+            fundraising.record_pledge_payment(pledge, 4_000, "UNC 42")
+        with pytest.raises(fundraising.FundraisingError, match="reference: 1 to 100 characters"):
+            fundraising.record_pledge_payment(pledge, 1, "x" * 101)
+        assert fundraising.balance(fundraising.receivable_account(pledge), pledge.currency) == 0
+
+
+def test_money_is_formatted_exactly_whatever_its_size(app):
+    from kindstride.fundraising.receipts import money
+
+    def digits(text):
+        return "".join(ch for ch in text if ch.isdigit())
+
+    with app.test_request_context():
+        assert digits(money(2**53 + 1, "VND")) == "9007199254740993"  # a float would show ...992
+        assert digits(money(10**17 + 3, "USD")) == "100000000000000003"  # and lose the 3 cents

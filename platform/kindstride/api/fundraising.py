@@ -4,7 +4,7 @@ import sqlalchemy as sa
 from flask import g, request, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, validate
 
 from kindstride.api.auth import BEARER, token_required
 from kindstride.api.common import challenge_or_404, refuse
@@ -73,7 +73,7 @@ class RefundIn(Schema):
 
 class PledgePaymentIn(Schema):
     amount = fields.Integer(required=True, strict=True)
-    reference = fields.String(required=True)
+    reference = fields.String(required=True, validate=validate.Length(min=1, max=100))
 
 
 class ReconciliationRow(Schema):

@@ -1,5 +1,6 @@
 """Beneficiaries, pledges, donations and the money figures shown on challenge pages (all ledger sums)."""
 
+import logging
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -10,7 +11,7 @@ from kindstride.challenges.models import Registration, Team
 from kindstride.db import db
 from kindstride.fundraising.models import Beneficiary, Donation, Pledge
 from kindstride.jobs import enqueue
-from kindstride.ledger.models import LedgerTransaction
+from kindstride.ledger.models import LedgerEntry, LedgerTransaction
 from kindstride.ledger.services import Posting, balance, balances_by_account, record
 from kindstride.payments import services as payments
 from kindstride.payments.models import Payment
@@ -19,6 +20,8 @@ from kindstride.rules.contract import PledgeFacts
 from kindstride.tenancy.models import Tenant
 from kindstride.tenancy.scope import require_tenant_id
 from kindstride.tenancy.settings_schema import flatten_errors
+
+log = logging.getLogger(__name__)
 
 # The smallest gift, per currency, in minor units: below it the gateway fees eat the gift.
 MINIMUM_DONATION = {"VND": 10_000, "USD": 100, "EUR": 100, "SGD": 100}
@@ -149,7 +152,8 @@ def owed(pledge) -> int:
     facts = PledgeFacts(currency=pledge.currency, scope_distance_m=int(_scope_distance(pledge)),
                         challenge_distance_m=challenge_totals(challenge).distance_m, goal_m=challenge.goal_m,
                         donations=-balance(f"donations:{challenge.id}:", pledge.currency))
-    return max(int(rule.owed(rule.params_schema().load(pledge.params), facts)), 0)
+    # Clamped to what a payment may be: a huge rate over a huge distance must not overflow the ledger's bigint.
+    return min(max(int(rule.owed(rule.params_schema().load(pledge.params), facts)), 0), payments.MAX_AMOUNT)
 
 
 def accrued(pledge) -> int:
@@ -169,6 +173,9 @@ def allocation(pledge, amount) -> dict:
              .where(Registration.challenge_id == pledge.challenge_id).group_by(Registration.beneficiary_id))
     if pledge.team_id:
         query = query.where(ParticipantTotal.team_id == pledge.team_id)
+    elif pledge.division_id:
+        division_teams = sa.select(Team.id).where(Team.division_id == pledge.division_id)
+        query = query.where(ParticipantTotal.team_id.in_(division_teams))
     weights = {beneficiary: int(metres or 0) for beneficiary, metres in db.session.execute(query)}
     total = sum(weights.values())
     if total == 0:
@@ -181,9 +188,20 @@ def allocation(pledge, amount) -> dict:
 
 
 def accrue_pledges(challenge_id):
-    """A tenant job: bring every pledge's accrual, per beneficiary, to what it owes now (idempotent)."""
-    for pledge in db.session.scalars(sa.select(Pledge).where(Pledge.challenge_id == challenge_id)).all():
-        targets = allocation(pledge, owed(pledge))
+    """A tenant job: bring every pledge's accrual, per beneficiary, to what it owes now (idempotent).
+
+    The challenge's pledges are locked first (in id order), so two of these jobs run one after the other: the
+    second reads the balances the first committed, and never posts the same difference again."""
+    pledges = db.session.scalars(sa.select(Pledge).where(Pledge.challenge_id == challenge_id)
+                                 .order_by(Pledge.id).with_for_update()).all()
+    for pledge in pledges:
+        try:
+            amount = owed(pledge)
+        except (FundraisingError, ValidationError) as error:  # its rule gone or its params no longer valid: it
+            # stops, the other pledges still accrue
+            log.warning("pledge %s not accrued: %s", pledge.id, error)
+            continue
+        targets = allocation(pledge, amount)
         current = {account.rsplit(":", 1)[1]: -amount for (account, currency), amount
                    in balances_by_account(pledge_accounts(pledge)).items() if currency == pledge.currency}
         wanted = {str(key or "general"): amount for key, amount in targets.items()}
@@ -204,14 +222,28 @@ def accrue_pledges(challenge_id):
             record("pledge_accrual", f"pledge:{pledge.id}:accrual:{steps}:{state}"[:200], pledge.currency, postings)
 
 
+PAYMENT_REFERENCE_LENGTH = 100  # a bank transfer's reference, as the sponsor wrote it
+
+
 def record_pledge_payment(pledge, amount, reference):
     """The tenant received a sponsor's payment (bank transfer) against a pledge."""
-    if not isinstance(amount, int) or amount <= 0:
+    if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
         raise FundraisingError("amount: must be a positive whole number in minor units")
+    reference = (reference or "").strip()
+    if not 1 <= len(reference) <= PAYMENT_REFERENCE_LENGTH:
+        raise FundraisingError(f"reference: 1 to {PAYMENT_REFERENCE_LENGTH} characters")
+    ledger_reference = f"pledge:{pledge.id}:paid:{reference}"
+    recorded = db.session.scalar(sa.select(LedgerTransaction).where(LedgerTransaction.reference == ledger_reference))
+    if recorded is not None:  # the same payment sent again: recorded once; another amount is a mistake
+        paid = db.session.scalar(sa.select(sa.func.sum(LedgerEntry.amount)).where(
+            LedgerEntry.transaction_id == recorded.id, LedgerEntry.account == receivable_account(pledge)))
+        if paid != -amount:
+            raise FundraisingError("reference: already recorded for another amount on this pledge")
+        return recorded
     outstanding = balance(receivable_account(pledge), pledge.currency)
     if amount > outstanding:
         raise FundraisingError(f"amount: only {outstanding} is outstanding on this pledge")
-    transaction = record("pledge_payment", f"pledge:{pledge.id}:paid:{reference}", pledge.currency,
+    transaction = record("pledge_payment", ledger_reference, pledge.currency,
                          [Posting("bank", amount), Posting(receivable_account(pledge), -amount)])
     audit.record("pledge.paid", "pledge", pledge.id, amount=amount, reference=reference)
     return transaction

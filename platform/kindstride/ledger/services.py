@@ -27,6 +27,9 @@ class LedgerError(ValueError):
     pass
 
 
+REFERENCE_LENGTH = 200  # LedgerTransaction.reference
+
+
 @dataclass(frozen=True)
 class Posting:
     account: str
@@ -35,6 +38,9 @@ class Posting:
 
 def record(kind, reference, currency, postings, memo="") -> LedgerTransaction:
     """Record a balanced transaction once: the same reference again returns the first one unchanged."""
+    if not reference or len(reference) > REFERENCE_LENGTH:
+        # Never cut: a cut reference would be looked up in full next time and recorded twice.
+        raise LedgerError(f"reference: 1 to {REFERENCE_LENGTH} characters")
     existing = db.session.scalar(sa.select(LedgerTransaction).where(LedgerTransaction.reference == reference))
     if existing is not None:
         return existing
@@ -47,7 +53,7 @@ def record(kind, reference, currency, postings, memo="") -> LedgerTransaction:
         raise LedgerError(f"{reference}: postings sum to {sum(p.amount for p in postings)}, not zero")
     if len(currency) != 3 or not currency.isupper():
         raise LedgerError(f"{reference}: currency must be an ISO 4217 code")
-    transaction = LedgerTransaction(kind=kind, reference=reference[:200], currency=currency, memo=memo[:500])
+    transaction = LedgerTransaction(kind=kind, reference=reference, currency=currency, memo=memo[:500])
     db.session.add(transaction)
     db.session.flush()
     for posting in postings:
