@@ -125,7 +125,8 @@ def change_ruleset(challenge, ruleset, note, changed_by=None) -> RulesetVersion:
         normalised = rulesets.normalise_ruleset(ruleset, current_tenant())
     except rulesets.RulesetError as error:
         raise ChallengeError(*(f"ruleset.{line}" for line in error.errors)) from None
-    db.session.execute(sa.select(Challenge.id).where(Challenge.id == challenge.id).with_for_update())
+    # Locked and read again: a save committed while this one waited has taken the next version number.
+    db.session.refresh(challenge, with_for_update=True)
     _add_version(challenge, normalised, note or "changed", changed_by)
     audit.record("ruleset.changed", "challenge", challenge.id, version=challenge.ruleset_version, note=note)
     enqueue(reevaluate_challenge, challenge.id, challenge.ruleset_version, queue="low")
