@@ -184,7 +184,7 @@ def evaluate_activities(calls):
     judge the same person's days at the same time."""
     ids = list(dict.fromkeys(call[0] for call in calls))
     people = sorted(set(db.session.scalars(sa.select(Activity.user_id).where(Activity.id.in_(ids)))))
-    _lock_people(people)
+    lock_people(people)
     # Read only now, and afresh: while this batch waited for a person, a request may have made one of their
     # activities a duplicate (or not) and queued it again; a batch judging the older copy after the newer
     # batch would leave the stale verdict.
@@ -217,7 +217,8 @@ def evaluate_activities(calls):
 EVALUATION_LOCK = 0x6B73  # advisory lock class of "judging this person's activities" (objid: the user id)
 
 
-def _lock_people(user_ids):
+def lock_people(user_ids):
+    """Hold these people's judging (until the transaction ends): whatever writes their results takes it first."""
     if db.session.get_bind().dialect.name != "postgresql":
         return  # SQLite serialises writers anyway
     for user_id in user_ids:

@@ -3,7 +3,7 @@
 import sqlalchemy as sa
 
 from kindstride import audit
-from kindstride.activities.evaluation import context_for, facts_of, resolved_ruleset, scored, set_counted
+from kindstride.activities.evaluation import context_for, facts_of, lock_people, resolved_ruleset, scored, set_counted
 from kindstride.activities.models import ACCEPTED, FLAGGED, REJECTED, Activity, ActivityResult
 from kindstride.challenges.models import Challenge, Registration
 from kindstride.db import db, utcnow
@@ -37,13 +37,18 @@ def decide(result, decision, comment, moderator):
     comment = (comment or "").strip()
     if decision == REJECTED and not comment:
         raise ModerationError("comment: say why the activity is rejected")
+    # An evaluation batch judging this person's day at the same moment would store its verdict over the
+    # decision (or this one over a newer verdict): take the same lock, then read the result again.
+    activity = db.session.get(Activity, result.activity_id)
+    lock_people([activity.user_id])
+    db.session.refresh(result)
+    db.session.refresh(activity)
     if result.status != FLAGGED and result.appeal_state != OPEN:
         raise ModerationError("result: only flagged activities and open appeals can be decided")
     challenge = db.session.get(Challenge, result.challenge_id)
     ruleset = resolved_ruleset(challenge)
     if ruleset is None:
         raise ModerationError(f"challenge: scoring is frozen: {challenge.scoring_frozen_reason}")
-    activity = db.session.get(Activity, result.activity_id)
     registration = db.session.get(Registration, result.registration_id)
     if decision == ACCEPTED:
         context = context_for(challenge, registration, activity, result.local_day)
