@@ -180,6 +180,14 @@ def test_card_donation_through_stripe_from_payment_to_partial_refund(site, local
                                "gateway_amount": 1050, "gateway_refunded": 300, "ledger_captured": 1050,
                                "ledger_refunded": 300, "matches": True}]
     assert _ledger_ok(app, "alpha") == []
+    # A client retrying with its Idempotency-Key refunds once; a malformed key is refused by name.
+    refunds = f"{url}/api/v1/payments/{payment.reference}/refunds"
+    retried = [requests.post(refunds, json={"amount": 100}, headers={**admin, "Idempotency-Key": "retry-0001"},
+                             timeout=10) for _ in range(2)]
+    assert [r.status_code for r in retried] == [201, 201] and retried[-1].json()["refunded"] == 400
+    bad_key = requests.post(refunds, json={"amount": 100}, headers={**admin, "Idempotency-Key": "x"}, timeout=10)
+    assert bad_key.status_code == 422 and "idempotency_key" in bad_key.json()["message"]
+    assert _money(url)["donated"] == 650 and _ledger_ok(app, "alpha") == []
 
 
 def test_declined_card_counts_nothing(site, localstripe):

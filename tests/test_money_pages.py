@@ -529,6 +529,18 @@ def test_admin_refunds_part_of_a_donation_and_reconciles(site, vnpay):
     assert board_rows[0] == ["rank", "bib", "name", "team", "km", "score", "score_unit", "activities"]
     assert board_rows[1][:3] == ["1", "1", "Runner"]
 
+    # The same form sent twice (a double click, a resubmitted page) is one refund: its key says so.
+    listing = text(admin.get("/admin/money/payments"))
+    key = re.search(rf'action="/admin/money/payments/{reference}/refund"[^>]*>.*?name="refund_key" value="([^"]+)"',
+                    listing, re.S).group(1)
+    for _ in range(2):
+        again = admin.submit(refund_path, {"amount": "1.000", "refund_key": key}, form_path="/admin/money/payments")
+        assert again.status_code == 302, text(again)
+    row = text(admin.get("/admin/money/payments"))
+    row = row[row.index(f'id="payment-{reference}"'):]
+    row = row[:row.index("</tr>")]
+    assert re.search(rf'data-label="{vi("Refunded")}" class="ks-num">{re.escape(vnd(21_000))}<', row)
+
 
 def test_branding_refuses_a_colour_white_text_cannot_be_read_on(site):
     admin = client(site, "beta", "admin")

@@ -242,13 +242,14 @@ class Refunds(MethodView):
     @blp.arguments(RefundIn)
     @blp.response(201, PaymentOut)
     def post(self, data, reference):
-        """Refund all or part of a payment."""
+        """Refund all or part of a payment. Send an Idempotency-Key header (8-64 of A-Z a-z 0-9 - _) to make a
+        retry safe: the same key again answers with the payment as refunded once."""
         _require("admin")
         payment = db.session.scalar(sa.select(Payment).where(Payment.reference == reference))
         if payment is None:
             abort(404, message="reference: no such payment")
         try:
-            payments.refund(payment, data["amount"], g.user)
+            payments.refund(payment, data["amount"], g.user, key=request.headers.get("Idempotency-Key"))
         except payments.PaymentError as error:
             db.session.rollback()
             refuse(error)

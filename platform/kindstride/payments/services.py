@@ -6,6 +6,7 @@ replayed and out-of-order notifications change nothing twice.
 """
 
 import logging
+import re
 import uuid
 
 import sqlalchemy as sa
@@ -175,8 +176,23 @@ def handle_webhook(gateway_name, headers, body, args) -> str:
     return outcome
 
 
-def refund(payment, amount, actor=None):
-    """Refund part or all of a succeeded payment; the ledger records it once the gateway agrees."""
+REFUND_KEY = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+
+
+def refund(payment, amount, actor=None, key=None):
+    """Refund part or all of a succeeded payment; the ledger records it once the gateway agrees.
+
+    key: the caller's idempotency key (the admin form's, an API client's Idempotency-Key). The same key again
+    returns the refund already made instead of refunding twice; a double click or a retried request is one
+    refund. Refunds of one payment run one at a time (its row is locked)."""
+    if key is not None and not REFUND_KEY.match(key):
+        raise PaymentError("idempotency_key: 8 to 64 letters, digits, '-' or '_'")
+    db.session.refresh(payment, with_for_update=True)
+    if key is not None:
+        done = db.session.scalar(sa.select(LedgerTransaction).where(
+            LedgerTransaction.reference == f"refund:{payment.reference}:key:{key}"))
+        if done is not None:
+            return None
     if payment.status != SUCCEEDED:
         raise PaymentError("payment: only a succeeded payment can be refunded")
     if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
@@ -185,15 +201,20 @@ def refund(payment, amount, actor=None):
         raise PaymentError(f"amount: at most {payment.amount - payment.refunded} can still be refunded")
     tenant = db.session.get(Tenant, payment.tenant_id)
     gateway, credentials = gateway_and_credentials(tenant, payment.gateway)
-    number = db.session.scalar(sa.select(sa.func.count()).select_from(LedgerTransaction).where(
-        LedgerTransaction.reference.startswith(f"refund:{payment.reference}:", autoescape=True))) + 1
+    if key is None:
+        number = db.session.scalar(sa.select(sa.func.count()).select_from(LedgerTransaction).where(
+            LedgerTransaction.reference.startswith(f"refund:{payment.reference}:", autoescape=True))) + 1
+        gateway_reference = f"{payment.reference}-r{number}"
+    else:  # a retry after a crash asks the gateway with the same reference, which it keeps to one refund
+        gateway_reference = f"{payment.reference}-k{key}"
     try:
-        result = gateway.refund(payment.gateway_ref, amount, f"{payment.reference}-r{number}", credentials)
+        result = gateway.refund(payment.gateway_ref, amount, gateway_reference, credentials)
     except GatewayError as error:
         raise PaymentError(f"refund: {error}") from None
     if result.status != SUCCEEDED:
         raise PaymentError(f"refund: the gateway reports the refund as {result.status}; nothing was recorded")
-    record("refund", f"refund:{payment.reference}:{result.refund_ref}", payment.currency,
+    reference = f"refund:{payment.reference}:" + (f"key:{key}" if key is not None else result.refund_ref)
+    record("refund", reference, payment.currency,
            [Posting(payment.income_account, amount), Posting(f"gateway:{payment.gateway}", -amount)],
            memo=f"refund of {payment.reference}")
     payment.refunded += amount
