@@ -327,3 +327,22 @@ def test_a_batch_judges_an_activity_as_stored_once_it_holds_the_owners_lock(app,
     with tenant_scope(tenants["alpha"]):
         assert db.session.scalar(sa.select(ActivityResult.status).where(ActivityResult.activity_id == first)) \
             == DUPLICATE
+
+
+def test_a_sign_up_keeps_the_token_caches_and_a_huge_team_id_is_refused(app, tenants):
+    from kindstride.api.auth import _generation
+
+    _event(tenants["alpha"], runners=1)
+    client = app.test_client().on("alpha")
+    huge = client.get("/api/v1/challenges/run/leaderboard", query_string={"team_id": 10**20})
+    assert huge.status_code == 422 and "team_id" in huge.get_data(as_text=True)
+    if not app.config["REDIS_URL"]:
+        return  # the generation lives in Redis
+    with tenant_scope(tenants["alpha"]):
+        before = _generation(tenants["alpha"])
+        newcomer = accounts.sign_up("newcomer@example.com", "Newcomer", "correct horse battery")
+        db.session.commit()
+        assert _generation(tenants["alpha"]) == before  # nobody's token changed
+        newcomer.is_disabled = True
+        db.session.commit()
+        assert _generation(tenants["alpha"]) != before

@@ -77,6 +77,7 @@ _cache: dict = {}  # (tenant id, token hash) -> _Entry
 _lock = threading.Lock()
 _local_generation = 0  # bumped when this process commits an account change: entries read before it are dropped
 _CHANGED = "kindstride.auth_changed"  # session.info: tenants whose accounts changed in this transaction
+_NEW_USERS = "kindstride.auth_new_users"  # session.info: ids of the accounts created in this transaction
 _BOOKKEEPING = "kindstride_auth_bookkeeping"  # execution option: last_used_at only, no generation bump
 
 
@@ -216,9 +217,11 @@ def clear_cache():
         _cache.clear()
 
 
-def _changes_access(obj):
+def _changes_access(obj, new_users):
+    # An account created in this transaction (and the roles it starts with) has no token yet: sign-ups leave
+    # the caches warm.
     if isinstance(obj, User | UserRole):
-        return True
+        return (obj.id if isinstance(obj, User) else obj.user_id) not in new_users
     if isinstance(obj, ApiToken):
         state = sa.inspect(obj)
         if state.pending or state.deleted or state.was_deleted:
@@ -230,8 +233,10 @@ def _changes_access(obj):
 
 @event.listens_for(Session, "after_flush")
 def _note_account_changes(session, flush_context):
+    new_users = session.info.setdefault(_NEW_USERS, set())
+    new_users.update(obj.id for obj in session.new if isinstance(obj, User))
     for obj in (*session.new, *session.dirty, *session.deleted):
-        if _changes_access(obj):
+        if _changes_access(obj, new_users):
             session.info.setdefault(_CHANGED, set()).add(obj.tenant_id)
 
 
@@ -249,6 +254,7 @@ def _note_bulk_account_changes(state):
 def _bump_after_commit(session):
     if session.in_nested_transaction():
         return
+    session.info.pop(_NEW_USERS, None)
     tenants = session.info.pop(_CHANGED, None)
     if not tenants:
         return
@@ -278,3 +284,4 @@ def _bump_after_commit(session):
 def _forget_after_rollback(session):
     if not session.in_nested_transaction():
         session.info.pop(_CHANGED, None)
+        session.info.pop(_NEW_USERS, None)

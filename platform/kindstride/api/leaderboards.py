@@ -30,7 +30,7 @@ class BoardQuery(Schema):
     gender = fields.String(load_default=None, validate=validate.OneOf(["female", "male", "other"]))
     age_group = fields.String(load_default=None, validate=validate.OneOf(list(boards.AGE_GROUPS)))
     q = fields.String(load_default=None, validate=validate.Length(max=100))
-    team_id = fields.Integer(load_default=None)
+    team_id = fields.Integer(load_default=None, validate=validate.Range(min=1, max=2**63 - 1))
 
 
 BOARD_QUERY = BoardQuery()  # an instance: webargs would build one from the class on every request
@@ -38,7 +38,7 @@ BOARD_QUERY = BoardQuery()  # an instance: webargs would build one from the clas
 
 class TeamBoardQuery(Schema):
     page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100000))
-    division_id = fields.Integer(load_default=None)
+    division_id = fields.Integer(load_default=None, validate=validate.Range(min=1, max=2**63 - 1))
 
 
 class RowSchema(Schema):
