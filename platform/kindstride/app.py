@@ -69,7 +69,9 @@ def init_services(app):
 
     init_secrets(app)
     if app.config["REDIS_URL"]:
-        app.extensions["kindstride.redis"] = Redis.from_url(app.config["REDIS_URL"])
+        # A Redis that cannot be reached fails fast into the fallbacks. No read timeout: rq's workers block on
+        # this client while they wait for jobs.
+        app.extensions["kindstride.redis"] = Redis.from_url(app.config["REDIS_URL"], socket_connect_timeout=2)
 
 
 def init_plugins_step(app):
