@@ -70,6 +70,16 @@ def _owner_engine(backend):
     return sa.create_engine(backend["MIGRATE_DATABASE_URL"], isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
 
 
+def _another_transaction_open():
+    """Whether another connection of this database is inside a transaction (a job at work)."""
+    try:
+        return bool(db.session.execute(sa.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND xact_start IS NOT NULL")).scalar())
+    finally:
+        db.session.rollback()
+
+
 def _wait_for(condition, seconds=30, step=0.05):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -165,7 +175,9 @@ def test_a_worker_killed_mid_job_loses_nothing(make_app, services):
         started = StartedJobRegistry("low", connection=connection)
         try:
             assert _wait_for(lambda: started.get_job_ids(), 60), worker.stderr.read1().decode()
-            time.sleep(1.0)  # well into the job: it takes several seconds
+            # Killed inside the job: once its work horse exists and has a transaction open in the database.
+            assert _wait_for(lambda: [pid for pid in _children(worker.pid) if os.getpgid(pid) == pid], 30)
+            assert _wait_for(_another_transaction_open, 30), "the job never started writing"
             horses = [pid for pid in _children(worker.pid) if os.getpgid(pid) == pid]
             assert len(horses) == 1 and _alive(horses[0]), "no work horse is busy with the job"
             # The whole worker dies at once, as in a machine or container loss: the horse and its parent.
