@@ -347,7 +347,7 @@ def _plan_shard(shard, memberships_of):
 
 
 def _memberships(user_ids):
-    """user id -> [_Membership] for active registrations in challenges that are not closed (challenges_for)."""
+    """user id -> [_Membership] for active registrations in challenges that are not closed."""
     pairs = db.session.execute(
         sa.select(Registration.user_id, Registration.id, Registration.team_id, Registration.counts_from,
                   Registration.challenge_id)

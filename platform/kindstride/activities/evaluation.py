@@ -160,16 +160,6 @@ def set_counted(result, activity, score, distance_m):
     result.counted_at = counted_at(activity, score)
 
 
-def challenges_for(activity):
-    """The user's registrations in challenges that are not closed, with their challenges."""
-    return db.session.execute(
-        sa.select(Challenge, Registration).join(Registration, Registration.challenge_id == Challenge.id)
-        .where(Registration.user_id == activity.user_id, Registration.status == "active",
-               Challenge.status != CLOSED)
-        .order_by(Challenge.id)
-    ).all()
-
-
 def evaluate_activity(activity_id):
     """A tenant job: judge a new or changed activity in every challenge its owner is in."""
     evaluate_activities([[activity_id]])
@@ -227,7 +217,7 @@ def lock_people(user_ids):
 
 
 def _challenges_of(user_ids):
-    """challenges_for, for many people at once: user id -> [(challenge, registration)]."""
+    """user id -> [(challenge, registration)]: their active registrations in challenges not closed."""
     found = {}
     for challenge, registration in db.session.execute(
             sa.select(Challenge, Registration).join(Registration, Registration.challenge_id == Challenge.id)

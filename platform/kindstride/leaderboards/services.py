@@ -124,15 +124,6 @@ def move_participant(challenge, registration, new_team_id, reset_from=None):
             refresh_team(old_team_id, ruleset.team_aggregation)
 
 
-def recompute_challenge(challenge, team_aggregation):
-    """Every total of a challenge from scratch (after a re-evaluation)."""
-    for registration_id in db.session.scalars(sa.select(Registration.id)
-                                              .where(Registration.challenge_id == challenge.id)):
-        refresh_participant(registration_id)
-    for team_id in db.session.scalars(sa.select(Team.id).where(Team.challenge_id == challenge.id)):
-        refresh_team(team_id, team_aggregation)
-
-
 @dataclass(frozen=True)
 class Row:
     rank: int
