@@ -29,6 +29,7 @@ from kindstride.activities.archive import count_files
 from kindstride.activities.uploads import DUPLICATE, REFUSED, STORED, import_member, unpacked
 from kindstride.db import db
 from kindstride.jobs import enqueue
+from kindstride.jobs.queue import redis_or_none
 from kindstride.tenancy.scope import current_tenant_id
 from kindstride.web import progress
 
@@ -101,7 +102,7 @@ def _spool_key(upload_id):
 
 def save(upload_id, uploads):
     name = _spool_key(upload_id)
-    redis = progress.redis_or_none()
+    redis = redis_or_none()
     if redis is not None:
         try:
             pipe = redis.pipeline()
@@ -119,7 +120,7 @@ def save(upload_id, uploads):
 def load(upload_id):
     """The upload as [(filename, bytes)], or None when it is not (or no longer) kept."""
     name = _spool_key(upload_id)
-    redis = progress.redis_or_none()
+    redis = redis_or_none()
     if redis is not None:
         try:
             stored = redis.hgetall(name)
@@ -134,7 +135,7 @@ def load(upload_id):
 
 def drop(upload_id):
     name = _spool_key(upload_id)
-    redis = progress.redis_or_none()
+    redis = redis_or_none()
     if redis is not None:
         with contextlib.suppress(RedisError):  # else it expires
             redis.delete(name)

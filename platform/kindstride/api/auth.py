@@ -31,6 +31,7 @@ from kindstride.accounts.services import (
 )
 from kindstride.accounts.tokens import hash_token
 from kindstride.db import db, utcnow
+from kindstride.jobs.queue import redis_or_none
 from kindstride.tenancy.resolution import CachedRow, attach_cached
 from kindstride.tenancy.scope import current_tenant_id
 
@@ -186,16 +187,10 @@ def _generation_key(tenant_id):
     return f"kindstride:t{tenant_id}:auth_generation"
 
 
-def _redis():
-    if not current_app.config.get("REDIS_URL"):
-        return None
-    return current_app.extensions.get("kindstride.redis")
-
-
 def _generation(tenant_id):
     """The tenant's auth generation (bytes, created at a random value on first use); b"" without Redis (then
     the TTL alone bounds staleness); None if it vanished meanwhile; False when Redis fails."""
-    redis = _redis()
+    redis = redis_or_none()
     if redis is None:
         return b""
     try:
@@ -260,7 +255,7 @@ def _bump_after_commit(session):
         return
     clear_cache()
     try:
-        redis = _redis()
+        redis = redis_or_none()
     except RuntimeError:  # outside an app context: other processes see it within API_TOKEN_CACHE_SECONDS
         return
     if redis is None:

@@ -79,6 +79,14 @@ def redis_connection(app=None) -> Redis:
     return app.extensions["kindstride.redis"]
 
 
+def redis_or_none(app=None) -> Redis | None:
+    """The app's Redis when it has one (then jobs run on rq workers), else None (jobs run in-process)."""
+    app = app or current_app
+    if not app.config.get("REDIS_URL"):
+        return None
+    return app.extensions.get("kindstride.redis")
+
+
 def _dispatch(app, request):
     if app.config["REDIS_URL"]:
         tenant = request["tenant_id"]

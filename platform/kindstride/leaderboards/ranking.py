@@ -32,12 +32,12 @@ Two read caches sit on top (both per tenant, both answered by one Redis script a
 import logging
 
 import sqlalchemy as sa
-from flask import current_app
 from redis import RedisError
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from kindstride.db import db
+from kindstride.jobs.queue import redis_or_none
 
 log = logging.getLogger(__name__)
 _MARKS = "kindstride.board_marks"  # session.info: {(tenant, challenge): {registration id: marks}}
@@ -126,19 +126,13 @@ def _micros(moment):
     return int(moment.timestamp()) * 1_000_000 + moment.microsecond
 
 
-def _redis():
-    if not current_app.config.get("REDIS_URL"):
-        return None
-    return current_app.extensions.get("kindstride.redis")
-
-
 # -------------------------------------------------------------------------------------------------- writes
 
 
 def mark_changed(total):
     """A participant total changed in this transaction (and is flushed): mark it pending now, push it after
     the commit."""
-    redis = _redis()
+    redis = redis_or_none()
     if redis is None:
         return
     key = (total.tenant_id, total.challenge_id)
@@ -208,7 +202,7 @@ def _unmark_after_rollback(session):
 
 def _send(marks, pushes):
     try:
-        redis = _redis()
+        redis = redis_or_none()
     except RuntimeError:  # outside an app context: the marks stay, and readers repair those entries
         return
     if redis is None:
@@ -231,7 +225,7 @@ def _send(marks, pushes):
 
 def invalidate(tenant_id, challenge_id):
     """A wholesale change (a bulk import): call before and after its commit, then build()."""
-    redis = _redis()
+    redis = redis_or_none()
     if redis is None:
         return
     names = keys(tenant_id, challenge_id)
@@ -250,7 +244,7 @@ def build(tenant_id, challenge_id):
     Returns True when the set is ready."""
     from kindstride.leaderboards.models import ParticipantTotal
 
-    redis = _redis()
+    redis = redis_or_none()
     if redis is None:
         return False
     names = keys(tenant_id, challenge_id)
@@ -282,7 +276,7 @@ def build(tenant_id, challenge_id):
 
 def cached_rank(tenant_id, total, build_missing=True):
     """The 1-based rank of a participant total on the unfiltered board, or None (then SQL answers)."""
-    redis = _redis()
+    redis = redis_or_none()
     if redis is None:
         return None
     from kindstride.leaderboards.models import ParticipantTotal
@@ -380,7 +374,7 @@ def _counter(redis, key):
 
 def cached_page(tenant_id, slug, variant):
     """The body of a board page stored while the totals were as they are now, or None."""
-    redis = _redis()
+    redis = redis_or_none()
     if redis is None:
         return None
     try:
@@ -392,7 +386,7 @@ def cached_page(tenant_id, slug, variant):
 
 def page_token(tenant_id, challenge_id):
     """Read before computing a page: the changes counter it will be stored against, or None (do not store)."""
-    redis = _redis()
+    redis = redis_or_none()
     if redis is None:
         return None
     names = keys(tenant_id, challenge_id)
@@ -405,7 +399,7 @@ def page_token(tenant_id, challenge_id):
 
 
 def store_page(tenant_id, challenge_id, slug, variant, token, body):
-    redis = _redis()
+    redis = redis_or_none()
     if redis is None or token is None:
         return
     try:
@@ -417,7 +411,7 @@ def store_page(tenant_id, challenge_id, slug, variant, token, body):
 def cached_my_rank(tenant_id, slug, user_id, still=None):
     """{"rank", "bib", "score"} of a user on a challenge's unfiltered board from Redis alone, or None. `still`:
     (key, value) that must still hold in Redis (the caller's token generation), checked in the same script."""
-    redis = _redis()
+    redis = redis_or_none()
     if redis is None:
         return None
     regs, _changes = _regs_keys(tenant_id)
@@ -435,7 +429,7 @@ def cached_my_rank(tenant_id, slug, user_id, still=None):
 
 def registrations_token(tenant_id):
     """Read before looking a registration up: the tenant's registrations counter, or None (do not remember)."""
-    redis = _redis()
+    redis = redis_or_none()
     if redis is None:
         return None
     try:
@@ -445,7 +439,7 @@ def registrations_token(tenant_id):
 
 
 def remember_registration(tenant_id, slug, user_id, registration, token):
-    redis = _redis()
+    redis = redis_or_none()
     if redis is None or token is None:
         return
     regs, changes = _regs_keys(tenant_id)
@@ -494,7 +488,7 @@ def _names_changed(session):
     if not changed:
         return
     try:
-        redis = _redis()
+        redis = redis_or_none()
     except RuntimeError:
         return
     if redis is None:

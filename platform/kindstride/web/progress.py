@@ -25,6 +25,7 @@ from redis import RedisError
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from kindstride.jobs.queue import redis_or_none
 from kindstride.tenancy.scope import current_tenant_id
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
@@ -39,14 +40,6 @@ _memory_lock = threading.Lock()
 def key(operation, ref, tenant_id=None):
     tenant = tenant_id if tenant_id is not None else current_tenant_id()
     return f"kindstride:progress:tenant-{tenant}:{operation}:{ref}"
-
-
-def redis_or_none(app=None):
-    """The app's Redis when it has one (then jobs run on rq workers), else None (jobs run in-process)."""
-    app = app or current_app
-    if not app.config.get("REDIS_URL"):
-        return None
-    return app.extensions.get("kindstride.redis")
 
 
 def _write(name, record, app=None, *, new=False):
