@@ -241,13 +241,20 @@ def invalidate(tenant_id, challenge_id):
 
 def build(tenant_id, challenge_id):
     """Build the set from the database (in the tenant scope); it is declared ready unless invalidated meanwhile.
-    Returns True when the set is ready."""
-    from kindstride.leaderboards.models import ParticipantTotal
-
+    Returns True when the set is ready; False when Redis fails meanwhile (SQL answers until a later build)."""
     redis = redis_or_none()
     if redis is None:
         return False
-    names = keys(tenant_id, challenge_id)
+    try:
+        return _build(redis, keys(tenant_id, challenge_id), challenge_id)
+    except RedisError as error:  # e.g. after a bulk import committed: what is stored stands, the cache waits
+        log.warning("leaderboard of challenge %s not built: %s", challenge_id, error)
+        return False
+
+
+def _build(redis, names, challenge_id):
+    from kindstride.leaderboards.models import ParticipantTotal
+
     if not redis.set(names["building"], "1", nx=True, ex=300):
         return False  # another process is building it
     try:
