@@ -1,15 +1,20 @@
 """Adding activities (files, manual entries, the API) and keeping one count per real-world run."""
 
 import hashlib
+import math
 from datetime import timedelta
+from typing import NamedTuple
 
 import sqlalchemy as sa
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from sqlalchemy.dialects import postgresql, sqlite
 
 from kindstride.activities.models import SOURCE_RANK, Activity
 from kindstride.db import db, utcnow
 from kindstride.jobs import enqueue
+from kindstride.ops.metrics import count_after_commit
 from kindstride.rules.contract import SPORTS
+from kindstride.tenancy.scope import require_tenant_id
 from kindstride.tenancy.settings_schema import flatten_errors
 
 
@@ -38,18 +43,24 @@ class EnteredActivitySchema(Schema):
 
 
 def add_entered(user, data, source) -> Activity:
+    """Check and store an activity typed in by hand (or sent as JSON): the stored Activity."""
     try:
         values = EnteredActivitySchema().load(data)
     except ValidationError as error:
         raise ActivityError(*flatten_errors(error.messages)) from None
+    return _as_object(store_entered(user.id, values, source))
+
+
+def store_entered(user_id, values, source) -> "StoredActivity":
+    """Store an activity from EnteredActivitySchema values (already loaded)."""
     if values["start"] > utcnow() + timedelta(minutes=5):
         raise ActivityError("start: is in the future")
     elapsed = values["elapsed_s"] or values["moving_s"]
     if elapsed < values["moving_s"]:
         raise ActivityError("elapsed_s: cannot be shorter than moving_s")
     key = values["external_id"] or f"{values['sport']}|{values['start'].isoformat()}|{values['distance_m']}"
-    return add_activity(
-        user, source=source, sport=values["sport"], start=values["start"], elapsed_s=elapsed,
+    return store_activity(
+        user_id, source=source, sport=values["sport"], start=values["start"], elapsed_s=elapsed,
         moving_s=values["moving_s"], distance_m=values["distance_m"], title=values["title"],
         has_gps=values["has_gps"], is_indoor=values["is_indoor"], split_paces=values["split_paces_s_per_km"],
         fingerprint=hashlib.sha256(f"{source}|{key}".encode()).hexdigest(), external_id=values["external_id"],
@@ -58,31 +69,102 @@ def add_entered(user, data, source) -> Activity:
 
 def add_activity(user, **fields) -> Activity:
     """Store an activity once (the same fingerprint again returns the first) and queue its evaluation."""
-    existing = db.session.scalar(sa.select(Activity).where(Activity.user_id == user.id,
-                                                           Activity.fingerprint == fields["fingerprint"]))
-    if existing is not None:
-        return existing
-    # duplicate_of_id given (not left to the column default) so resolve_overlaps setting it to what it already is
-    # is no change: no UPDATE after the INSERT.
-    activity = Activity(user_id=user.id, received_at=utcnow(), duplicate_of_id=None, **fields)
-    db.session.add(activity)
-    db.session.flush()
-    for changed in resolve_overlaps(activity):
-        from kindstride.activities.evaluation import evaluate_activity
+    return _as_object(store_activity(user.id, **fields))
 
-        enqueue(evaluate_activity, changed.id)
-    return activity
+
+class StoredActivity(NamedTuple):
+    id: int
+    created: bool  # False: the person had this fingerprint already, and `id` is that activity
+    duplicate_of_id: int | None
+    received_at: object
+
+
+class _Recording:
+    """A recording as overlap resolution sees it."""
+
+    __slots__ = ("id", "source", "received_at", "start", "elapsed_s", "duplicate_of_id")
+
+    def __init__(self, id, source, received_at, start, elapsed_s, duplicate_of_id):
+        self.id, self.source, self.received_at = id, source, received_at
+        self.start, self.elapsed_s, self.duplicate_of_id = start, elapsed_s, duplicate_of_id
+
+
+def store_activity(user_id, **fields) -> StoredActivity:
+    """add_activity in as few statements as it takes (it is every API request's work): one reads what this person
+    has with the same fingerprint or overlapping in time, one inserts; only a new best recording of a run already
+    stored also updates the others. Its evaluation (and theirs, when they change) is queued."""
+    table = Activity.__table__
+    c = table.c
+    tenant_id = require_tenant_id()
+    start = fields["start"]
+    end = start + timedelta(seconds=fields["elapsed_s"])
+    found = db.session.execute(
+        sa.select(c.id, c.fingerprint, c.source, c.received_at, c.start, c.elapsed_s, c.duplicate_of_id)
+        .where(c.tenant_id == tenant_id, c.user_id == user_id,
+               sa.or_(c.fingerprint == fields["fingerprint"], c.start < end))).all()
+    for row in found:
+        if row.fingerprint == fields["fingerprint"]:
+            return StoredActivity(row.id, False, row.duplicate_of_id, row.received_at)
+    received_at = utcnow()
+    # Its id is not known before the INSERT, but it is larger than every id this statement could see.
+    new = _Recording(math.inf, fields["source"], received_at, start, fields["elapsed_s"], None)
+    cluster = [new] + [_Recording(r.id, r.source, r.received_at, r.start, r.elapsed_s, r.duplicate_of_id)
+                       for r in found if r.start + timedelta(seconds=r.elapsed_s) > start]
+    primary = _primary(cluster)
+    values = {**fields, "tenant_id": tenant_id, "user_id": user_id, "received_at": received_at,
+              "duplicate_of_id": None if primary is new else primary.id}
+    new.id = db.session.execute(_insert_once(values)).scalar()
+    if new.id is None:  # a concurrent request stored the same fingerprint first
+        row = db.session.execute(sa.select(c.id, c.duplicate_of_id, c.received_at).where(
+            c.tenant_id == tenant_id, c.user_id == user_id, c.fingerprint == fields["fingerprint"])).one()
+        return StoredActivity(row.id, False, row.duplicate_of_id, row.received_at)
+    from kindstride.activities.evaluation import evaluate_activity
+
+    count_after_commit("activities_created", fields["source"])
+    enqueue(evaluate_activity, new.id)
+    for member in cluster[1:]:
+        wanted = None if member is primary else primary.id
+        if member.duplicate_of_id != wanted:
+            db.session.execute(sa.update(table).where(c.tenant_id == tenant_id, c.id == member.id)
+                               .values(duplicate_of_id=wanted))
+            _forget_loaded(member.id)
+            enqueue(evaluate_activity, member.id)
+    return StoredActivity(new.id, True, values["duplicate_of_id"], received_at)
+
+
+def _insert_once(values):
+    """INSERT ... ON CONFLICT (the person's fingerprint) DO NOTHING RETURNING id, in this database's dialect."""
+    insert = postgresql.insert if db.session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    return (insert(Activity.__table__).values(**values)
+            .on_conflict_do_nothing(index_elements=["tenant_id", "user_id", "fingerprint"])
+            .returning(Activity.__table__.c.id))
+
+
+def _forget_loaded(activity_id):
+    """An Activity this session holds is stale once a statement changed its row: load it afresh when used."""
+    loaded = db.session.identity_map.get(db.session.identity_key(Activity, activity_id))
+    if loaded is not None:
+        db.session.expire(loaded)
+
+
+def _as_object(stored):
+    return db.session.get(Activity, stored.id, populate_existing=True)
+
+
+def _primary(cluster):
+    """A device file beats a phone app, which beats a manual entry; then the first received."""
+    return min(cluster, key=lambda a: (SOURCE_RANK[a.source], a.received_at, a.id))
 
 
 def resolve_overlaps(activity) -> list[Activity]:
-    """The same run recorded twice (overlapping times) counts once: a device file beats a phone app,
-    which beats a manual entry; then the first received. Returns the activities whose standing changed."""
+    """The same run recorded twice (overlapping times) counts once (see _primary). Returns the activities whose
+    standing changed."""
     end = activity.start + timedelta(seconds=activity.elapsed_s)
     overlapping = db.session.scalars(sa.select(Activity).where(
         Activity.user_id == activity.user_id, Activity.start < end, Activity.id != activity.id,
     ).order_by(Activity.start)).all()
     cluster = [activity] + [a for a in overlapping if a.start + timedelta(seconds=a.elapsed_s) > activity.start]
-    primary = min(cluster, key=lambda a: (SOURCE_RANK[a.source], a.received_at, a.id))
+    primary = _primary(cluster)
     changed = []
     for member in cluster:
         wanted = None if member is primary else primary.id

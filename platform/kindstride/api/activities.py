@@ -8,7 +8,7 @@ from marshmallow import Schema, fields
 
 from kindstride.activities import moderation
 from kindstride.activities.models import Activity, ActivityResult
-from kindstride.activities.services import ActivityError, EnteredActivitySchema, add_entered
+from kindstride.activities.services import ActivityError, EnteredActivitySchema, store_entered
 from kindstride.api.auth import BEARER, token_required
 from kindstride.api.common import refuse
 from kindstride.db import db
@@ -81,14 +81,6 @@ def _with_results(activity, attributes=None):
     return {**attributes, "results": [with_messages(r) for r in results]}
 
 
-def _evaluation_queued(activity):
-    """Whether this transaction queued the activity's evaluation: add_activity stored it just now."""
-    from kindstride.activities.evaluation import evaluate_activity
-    from kindstride.jobs.queue import queued_in_transaction
-
-    return queued_in_transaction(evaluate_activity, activity.id)
-
-
 def _own_activity(activity_id):
     activity = db.session.scalar(sa.select(Activity).where(Activity.id == activity_id,
                                                            Activity.user_id == g.user.id))
@@ -115,23 +107,24 @@ class Activities(MethodView):
     def post(self, data):
         """Add an activity from a club tool or device integration (source "api")."""
         try:
-            activity = add_entered(g.user, EnteredActivitySchema().dump(data), source="api")
+            stored = store_entered(g.user.id, data, source="api")
         except ActivityError as error:
             db.session.rollback()
             refuse(error)
-        # The answer is read in the transaction that stores the activity: reading it after the commit would cost a
-        # new transaction (a connection check-out, the tenant setting, the query). With rq its verdicts are judged
-        # by a worker after the commit, so what this transaction sees is what the commit stored; without Redis the
-        # jobs run in-process during the commit, so the verdicts are read after it.
-        if current_app.config.get("REDIS_URL"):
-            # A new activity has no verdicts before its evaluation job: none to read.
-            answer = ({**_attributes(activity, ActivityOutSchema), "results": []} if _evaluation_queued(activity)
-                      else _with_results(activity))
+        if stored.created and current_app.config.get("REDIS_URL"):
+            # Its verdicts are judged by a worker after the commit: the answer is what was sent, as stored.
+            answer = {name: data.get(name) for name in ANSWERED_FIELDS}
+            answer.update(id=stored.id, source="api", elapsed_s=data["elapsed_s"] or data["moving_s"],
+                          duplicate_of_id=stored.duplicate_of_id, device=None, file_name=None, results=[])
             db.session.commit()
             return answer
-        attributes = _attributes(activity, ActivityOutSchema)
+        # Stored before (its verdicts are there to read), or without Redis (the jobs run in-process during the
+        # commit, so the verdicts are read after it).
         db.session.commit()
-        return _with_results(activity, attributes)
+        return _with_results(db.session.get(Activity, stored.id))
+
+
+ANSWERED_FIELDS = ("sport", "title", "start", "moving_s", "distance_m", "has_gps")
 
 
 @blp.route("/activities/upload")
