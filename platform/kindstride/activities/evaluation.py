@@ -4,7 +4,9 @@ Results never depend on hook order or on the order jobs ran in: a participant's 
 in start order, and every result records the ruleset version it was judged with.
 """
 
+import json
 import zoneinfo
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import timedelta
 from math import floor
@@ -15,10 +17,11 @@ from kindstride.activities.models import ACCEPTED, DUPLICATE, FLAGGED, REJECTED,
 from kindstride.challenges import rulesets
 from kindstride.challenges.models import CLOSED, Challenge, Registration, RulesetVersion
 from kindstride.db import db, utcnow
-from kindstride.leaderboards.services import refresh_participant, refresh_participants, refresh_team
+from kindstride.leaderboards.services import refresh_participant, refresh_participants, refresh_team, refresh_teams
 from kindstride.plugins import plugin_host
 from kindstride.rules.contract import FLAG, REJECT, ActivityFacts, ChallengeContext, Reason
 from kindstride.tenancy.models import Tenant
+from kindstride.tenancy.scope import require_tenant_id
 
 
 @dataclass(frozen=True)
@@ -125,15 +128,10 @@ def keeps_decision(result, version, activity) -> bool:
     return bool(result.decided_by_id) and result.ruleset_version == version and activity.duplicate_of_id is None
 
 
-def record(challenge, registration, activity, ruleset, known=None):
-    """Judge one activity in one challenge and store the result; a moderator's decision stands. `known`: the
-    results of (challenge id, activity id) pairs already looked up (None: there is none), kept up to date."""
-    key = (challenge.id, activity.id)
-    if known is not None and key in known:
-        result = known[key]
-    else:
-        result = db.session.scalar(sa.select(ActivityResult).where(ActivityResult.challenge_id == challenge.id,
-                                                                   ActivityResult.activity_id == activity.id))
+def record(challenge, registration, activity, ruleset):
+    """Judge one activity in one challenge and store the result; a moderator's decision stands."""
+    result = db.session.scalar(sa.select(ActivityResult).where(ActivityResult.challenge_id == challenge.id,
+                                                               ActivityResult.activity_id == activity.id))
     if result is not None and keeps_decision(result, challenge.ruleset_version, activity):
         return result
     verdict = judge_in(challenge, registration, activity, ruleset)
@@ -149,8 +147,6 @@ def record(challenge, registration, activity, ruleset, known=None):
     result.decided_by_id = result.decision_comment = None
     result.evaluated_at = utcnow()
     db.session.flush()
-    if known is not None:
-        known[key] = result
     return result
 
 
@@ -167,41 +163,124 @@ def evaluate_activity(activity_id):
 
 def evaluate_activities(calls):
     """The batched form of evaluate_activity (kindstride.jobs.queue runs queued evaluations this way, calls being
-    the argument lists of many evaluate_activity jobs): every activity is judged as evaluate_activity judges it,
-    in the order given, in one transaction; the touched participant totals are then recomputed once, in one
-    statement, and each touched team total once, in id order, instead of once per activity. The owners of the
-    activities are locked first (a transaction-level advisory lock per person, in id order), so two batches never
-    judge the same person's days at the same time."""
+    the argument lists of many evaluate_activity jobs). It ends where judging each activity one at a time with
+    evaluate_activity would: the owners of the activities are locked first (a transaction-level advisory lock per
+    person, in id order), so two batches never judge the same person's days at the same time; then their
+    activities and results are read once, and each person's touched days are judged in start order by the bulk
+    planner (the same judge(), the same-day context, a moderator's decision kept as `record` keeps it). The
+    verdicts are written in one statement each way (new, changed), the touched participant totals are recomputed
+    in one statement and the touched teams' in one per aggregation."""
+    from kindstride.activities.bulk import _Act, _judge_membership, _Writes
+
     ids = list(dict.fromkeys(call[0] for call in calls))
-    people = sorted(set(db.session.scalars(sa.select(Activity.user_id).where(Activity.id.in_(ids)))))
+    tenant_id = require_tenant_id()
+    table = Activity.__table__
+    people = sorted(set(db.session.scalars(sa.select(table.c.user_id).where(table.c.tenant_id == tenant_id,
+                                                                          table.c.id.in_(ids)))))
+    if not people:
+        return
     lock_people(people)
-    # Read only now, and afresh: while this batch waited for a person, a request may have made one of their
-    # activities a duplicate (or not) and queued it again; a batch judging the older copy after the newer
-    # batch would leave the stale verdict.
-    activities = {a.id: a for a in db.session.scalars(sa.select(Activity).where(Activity.id.in_(ids))
-                                                      .execution_options(populate_existing=True))}
-    memberships = _challenges_of(people)
-    # Held for the whole batch: the session's identity map only keeps objects someone refers to, and
-    # resolved_ruleset looks the tenant up for every activity.
-    tenants = list(db.session.scalars(sa.select(Tenant).where(
-        Tenant.id.in_({a.tenant_id for a in activities.values()}))))
-    # The batch's results looked up at once (a new activity has none).
-    known = {(challenge.id, activity.id): None for activity in activities.values()
-             for challenge, _registration in memberships.get(activity.user_id, ())}
-    for result in db.session.scalars(sa.select(ActivityResult).where(ActivityResult.activity_id.in_(ids))):
-        known[(result.challenge_id, result.activity_id)] = result
-    touched = {}  # registration id -> team aggregation of its challenge's ruleset
-    for activity_id in ids:
-        activity = activities.get(activity_id)
-        if activity is not None:
-            _evaluate(activity, touched, memberships.get(activity.user_id, ()), known)
-    del tenants
+    # Read only now, under the locks: while this batch waited for a person, a request may have made one of their
+    # activities a duplicate (or not) and queued it again; judging an older copy would leave a stale verdict.
+    pools = defaultdict(list)
+    for a in db.session.execute(sa.select(table.c).where(table.c.tenant_id == tenant_id,
+                                                         table.c.user_id.in_(people))):
+        pools[a.user_id].append(_Act(a.id, a.user_id, a.source, a.sport, a.start, a.elapsed_s, a.moving_s,
+                                     a.distance_m, a.has_gps, a.is_indoor, a.split_paces, a.received_at,
+                                     a.fingerprint, a.duplicate_of_id))
+    stored = _stored_results(tenant_id, [a.id for pool in pools.values() for a in pool])
+    memberships = _memberships(people)
+    wanted = set(ids)
+    writes = _Writes()
+    for user_id in people:
+        pool = pools[user_id]
+        triggered = [a for a in pool if a.id in wanted]
+        for membership in memberships.get(user_id, ()):
+            _judge_membership(membership, pool, triggered, stored, writes)
+    _write_verdicts(tenant_id, writes)
+    _announce_accepted(tenant_id, ids, memberships, pools, stored, writes)
+    aggregation_of = {}
+    for membership_list in memberships.values():
+        for m in membership_list:
+            if m.registration_id in writes.registrations:
+                aggregation_of[m.registration_id] = m.judging.ruleset.team_aggregation
     teams = {}
-    for registration_id, team_id in refresh_participants(touched).items():
-        if team_id is not None and touched[registration_id] is not None:
-            teams[team_id] = touched[registration_id]
-    for team_id in sorted(teams):
-        refresh_team(team_id, teams[team_id])
+    for registration_id, team_id in refresh_participants(writes.registrations).items():
+        if team_id is not None:
+            teams[team_id] = aggregation_of[registration_id]
+    refresh_teams(teams)
+
+
+def _stored_results(tenant_id, activity_ids):
+    """(registration id, activity id) -> (result id, status, local day, decided by, ruleset version)."""
+    table = ActivityResult.__table__
+    c = table.c
+    rows = db.session.execute(sa.select(c.id, c.registration_id, c.activity_id, c.status, c.local_day,
+                                        c.decided_by_id, c.ruleset_version)
+                              .where(c.tenant_id == tenant_id, c.activity_id.in_(activity_ids)))
+    return {(r.registration_id, r.activity_id): (r.id, r.status, r.local_day, r.decided_by_id, r.ruleset_version)
+            for r in rows}
+
+
+def _memberships(user_ids):
+    """user id -> the bulk planner's memberships: active registrations in challenges that are not closed and
+    whose ruleset resolves (scoring is frozen otherwise: a missing strategy never falls back)."""
+    from kindstride.activities.bulk import _Judging, _Membership
+
+    judging, found = {}, defaultdict(list)
+    for challenge, registration in db.session.execute(
+            sa.select(Challenge, Registration).join(Registration, Registration.challenge_id == Challenge.id)
+            .where(Registration.user_id.in_(user_ids), Registration.status == "active", Challenge.status != CLOSED)
+            .order_by(Registration.user_id, Challenge.id)):
+        if challenge.id not in judging:
+            ruleset = resolved_ruleset(challenge)
+            judging[challenge.id] = None if ruleset is None else _Judging(challenge, ruleset)
+        if judging[challenge.id] is not None:
+            found[registration.user_id].append(
+                _Membership(judging[challenge.id], registration.id, registration.team_id, registration.counts_from))
+    return found
+
+
+def _write_verdicts(tenant_id, writes):
+    """The planner's new and changed results, in one statement each (executemany)."""
+    table = ActivityResult.__table__
+    now = utcnow()
+    if writes.results:
+        db.session.execute(sa.insert(table), [
+            {"tenant_id": tenant_id, "activity_id": r[0], "challenge_id": r[1], "registration_id": r[2],
+             "ruleset_version": r[3], "status": r[4], "reasons": json.loads(r[5]), "score": r[6],
+             "counted_distance_m": r[7], "local_day": r[8], "counted_at": r[9], "evaluated_at": now}
+            for r in writes.results])
+    if writes.result_updates:
+        db.session.execute(
+            sa.update(table).where(table.c.tenant_id == tenant_id, table.c.id == sa.bindparam("result_id"))
+            .values(ruleset_version=sa.bindparam("version"), status=sa.bindparam("new_status"),
+                    reasons=sa.bindparam("new_reasons", type_=table.c.reasons.type),
+                    score=sa.bindparam("new_score"), counted_distance_m=sa.bindparam("distance"),
+                    local_day=sa.bindparam("day"), counted_at=sa.bindparam("counted"), decided_by_id=None,
+                    decision_comment=None, evaluated_at=now),
+            [{"result_id": u[0], "version": u[1], "new_status": u[2], "new_reasons": json.loads(u[3]),
+              "new_score": u[4], "distance": u[5], "day": u[6], "counted": u[7]} for u in writes.result_updates],
+            execution_options={"synchronize_session": False})
+        for obj in list(db.session.identity_map.values()):  # results this session holds: read them again
+            if type(obj) is ActivityResult:
+                db.session.expire(obj)
+
+
+def _announce_accepted(tenant_id, ids, memberships, pools, stored, writes):
+    """The activity_accepted hook, for each activity of the batch accepted in a challenge (as it stands now)."""
+    status = {(row[2], row[0]): row[4] for row in writes.results}
+    key_of = {result[0]: key for key, result in stored.items()}
+    status.update({key_of[update[0]]: update[2] for update in writes.result_updates})
+    hook = plugin_host().manager.hook
+    activity_of = {a.id: a for pool in pools.values() for a in pool}
+    for activity_id in sorted(set(ids) & set(activity_of)):
+        activity = activity_of[activity_id]
+        for membership in memberships.get(activity.user_id, ()):
+            key = (membership.registration_id, activity_id)
+            if activity.start >= membership.judging.cutoff and status.get(
+                    key, stored[key][1] if key in stored else None) == ACCEPTED:
+                hook.activity_accepted(tenant_id=tenant_id, activity_id=activity_id)
 
 
 EVALUATION_LOCK = 0x6B73  # advisory lock class of "judging this person's activities" (objid: the user id)
@@ -209,51 +288,15 @@ EVALUATION_LOCK = 0x6B73  # advisory lock class of "judging this person's activi
 
 def lock_people(user_ids):
     """Hold these people's judging (until the transaction ends): whatever writes their results takes it first."""
-    if db.session.get_bind().dialect.name != "postgresql":
+    if db.session.get_bind().dialect.name != "postgresql" or not user_ids:
         return  # SQLite serialises writers anyway
-    for user_id in user_ids:
-        db.session.execute(sa.text("SELECT pg_advisory_xact_lock(:kind, :person)"),
-                           {"kind": EVALUATION_LOCK, "person": user_id % 2**31})
-
-
-def _challenges_of(user_ids):
-    """user id -> [(challenge, registration)]: their active registrations in challenges not closed."""
-    found = {}
-    for challenge, registration in db.session.execute(
-            sa.select(Challenge, Registration).join(Registration, Registration.challenge_id == Challenge.id)
-            .where(Registration.user_id.in_(user_ids), Registration.status == "active", Challenge.status != CLOSED)
-            .order_by(Challenge.id)):
-        found.setdefault(registration.user_id, []).append((challenge, registration))
-    return found
-
-
-def _evaluate(activity, touched, memberships, known):
-    for challenge, registration in memberships:
-        ruleset = resolved_ruleset(challenge)
-        if ruleset is None:
-            continue
-        if activity.start < challenge.counting_start - timedelta(days=7):
-            continue  # far outside the window: not this challenge's business
-        # Later same-day activities may change verdict (daily limits): judge the day again in order.
-        for later in _same_day_from(challenge, registration, activity):
-            result = record(challenge, registration, later, ruleset, known)
-            if later is activity and result.status == ACCEPTED:
-                plugin_host().manager.hook.activity_accepted(tenant_id=activity.tenant_id, activity_id=activity.id)
-        touched[registration.id] = ruleset.team_aggregation
+    # One statement; the locks are taken in the subquery's order (volatile output is computed after sorting).
+    db.session.execute(sa.text("SELECT count(pg_advisory_xact_lock(:kind, person)) FROM "
+                               "(SELECT DISTINCT unnest(CAST(:people AS int[])) AS person ORDER BY 1) AS people"),
+                       {"kind": EVALUATION_LOCK, "people": [user_id % 2**31 for user_id in user_ids]})
 
 
 evaluate_activity.batch = evaluate_activities  # queued evaluations are run in batches (kindstride.jobs.queue)
-
-
-def _same_day_from(challenge, registration, activity):
-    day = local_day(challenge, activity.start)
-    judged_same_day = sa.select(ActivityResult.activity_id).where(
-        ActivityResult.registration_id == registration.id, ActivityResult.local_day == day)
-    later = db.session.scalars(
-        sa.select(Activity).where(Activity.user_id == registration.user_id, Activity.id.in_(judged_same_day),
-                                  Activity.start > activity.start)
-        .order_by(Activity.start, Activity.id)).all()
-    return [activity, *later]
 
 
 def reevaluate_registration(challenge, registration, ruleset=None):

@@ -106,6 +106,62 @@ def refresh_team(team_id, team_aggregation):
     db.session.flush()
 
 
+# Team aggregations with an exact SQL form (the score from the members' count and sum); others run in Python.
+SQL_TEAM_AGGREGATIONS = {
+    "rules_plugins.core_rules.teams.SumAggregation": "s.total",
+    "rules_plugins.core_rules.teams.AveragePerMember": "floor(s.total::numeric / s.members)::bigint",
+}
+
+
+def sql_team_aggregation(strategy):
+    """The SQL expression of a team aggregation over (s.members, s.total), or None."""
+    return SQL_TEAM_AGGREGATIONS.get(f"{type(strategy).__module__}.{type(strategy).__qualname__}")
+
+
+def refresh_teams(aggregation_of):
+    """refresh_team for many teams ({team id: team aggregation}). Their rows are locked first, in id order, so
+    each UPDATE (whose snapshot is taken after the locks are held) sees every member total committed before it;
+    then one UPDATE per aggregation with a SQL form, refresh_team for the others."""
+    team_ids = sorted(aggregation_of)
+    if not team_ids:
+        return
+    tenant_id = require_tenant_id()
+    postgres = db.session.get_bind().dialect.name == "postgresql"
+    if not postgres:
+        for team_id in team_ids:
+            refresh_team(team_id, aggregation_of[team_id])
+        return
+    db.session.execute(sa.select(TeamTotal.team_id).where(TeamTotal.tenant_id == tenant_id,
+                                                          TeamTotal.team_id.in_(team_ids))
+                       .order_by(TeamTotal.team_id).with_for_update()).all()
+    by_expression = {}
+    for team_id in team_ids:
+        expression = sql_team_aggregation(aggregation_of[team_id][0])
+        if expression is None:
+            refresh_team(team_id, aggregation_of[team_id])
+        else:
+            by_expression.setdefault(expression, []).append(team_id)
+    for expression, ids in by_expression.items():
+        update_team_totals(tenant_id, ids, expression)
+    for obj in list(db.session.identity_map.values()):  # loaded team totals of this session: read them again
+        if type(obj) is TeamTotal and obj.team_id in aggregation_of:
+            db.session.expire(obj)
+
+
+def update_team_totals(tenant_id, team_ids, expression):
+    """One UPDATE of these teams' totals from their members' totals (PostgreSQL)."""
+    db.session.execute(sa.text(f"""
+        UPDATE team_totals tt
+        SET members = s.members, score = {expression}, distance_m = s.distance_m, reached_at = s.reached_at
+        FROM (SELECT team_id, count(*) AS members, coalesce(sum(score), 0) AS total,
+                     coalesce(sum(distance_m), 0)::bigint AS distance_m, max(reached_at) AS reached_at
+              FROM participant_totals
+              WHERE tenant_id = :tenant AND team_id = ANY(:teams)
+              GROUP BY team_id) s
+        WHERE tt.tenant_id = :tenant AND tt.team_id = s.team_id"""),  # noqa: S608 (a fixed expression)
+        {"tenant": tenant_id, "teams": team_ids})
+
+
 def move_participant(challenge, registration, new_team_id, reset_from=None):
     """Change a participant's team; with reset_from, activities before it stop counting."""
     from kindstride.activities.evaluation import reevaluate_registration, resolved_ruleset
