@@ -70,3 +70,51 @@ def test_rq_jobs_carry_the_tenant_and_retry_with_backoff(app, tenants):
     assert job.meta["tenant_id"] == tenants["beta"]
     assert job.retries_left == len(RETRY_BACKOFF) and job.retry_intervals == RETRY_BACKOFF
     assert job.args[1] == tenants["beta"]
+
+
+BATCHES = []  # (calls, drain jobs waiting in the queue meanwhile) of each batch _record_batch ran
+
+
+def _record_batch(calls):
+    from rq import Queue
+
+    from kindstride.jobs.queue import redis_connection
+
+    BATCHES.append(([call[0] for call in calls], Queue("default", connection=redis_connection()).count))
+    if len(BATCHES) == 1:
+        enqueue(_batched_call, "late")  # another request's call, queued when this batch commits
+
+
+def _batched_call(value):
+    _record_batch([[value]])
+
+
+_batched_call.batch = _record_batch
+
+
+def test_one_drain_per_tenant_takes_on_the_calls_queued_while_it_runs(app, tenants):
+    if not app.config["REDIS_URL"]:
+        import pytest
+
+        pytest.skip("needs Redis (KINDSTRIDE_REQUIRE_SERVICES=1 fails instead)")
+    from rq import Queue
+
+    from kindstride.jobs.queue import redis_connection
+
+    queue = Queue("default", connection=redis_connection())
+    BATCHES.clear()
+    with tenant_scope(tenants["alpha"]):
+        enqueue(_batched_call, "first")
+        enqueue(_batched_call, "second")
+        db.session.commit()
+    assert queue.count == 1  # one drain job for both
+    run_queued_jobs(app)
+    # The call queued during the first batch went to the running drain, which scheduled no other job for it.
+    assert BATCHES == [(["first", "second"], 0), (["late"], 0)]
+    assert queue.count == 0
+    with tenant_scope(tenants["alpha"]):
+        enqueue(_batched_call, "next day")  # the drain has finished: a new one is scheduled
+        db.session.commit()
+    assert queue.count == 1
+    run_queued_jobs(app)
+    assert BATCHES[-1] == (["next day"], 0)

@@ -2,9 +2,12 @@
 
 A job function with a `batch` attribute (evaluate_activity: its `batch` is evaluate_activities) is not queued as
 one rq job per call: its arguments go on a per-tenant Redis list, and one *drain* job at a time is scheduled for
-it (a flag key, set with NX, says one is queued). The drain job clears the flag first (so anything pushed after
-it starts schedules another), then takes up to BATCH_SIZE calls at a time and runs them through the batch function
-in one transaction, until the list is empty. The calls a drain job has taken are kept on a list named by its job
+it (a flag key, set with NX, says one is queued or running). The drain job takes everything queued, up to
+BATCH_SIZE calls at a time, and runs them through the batch function in one transaction, until the list is
+empty; then it clears the flag and looks once more (a call pushed just before the flag was cleared scheduled
+nothing: the job takes it on if it can set the flag again). So one drain per tenant runs at a time, and under
+load each batch holds everything that arrived during the one before: the cost of a batch (its queries, its
+commit) is shared by more calls the busier it gets. The calls a drain job has taken are kept on a list named by its job
 id until their transaction commits, so a retried job (rq's Retry, or after a crashed worker) runs them again; if a
 batch fails, its calls are run one at a time and only the failing ones stay for the retry. A fork per job (rq's
 default worker) is paid once per batch instead of once per activity.
@@ -174,7 +177,7 @@ def drain_batch(batch_path, queue="default"):
     tenant_id = require_tenant_id()
     redis = redis_connection()
     key = _batch_key(tenant_id, batch_path)
-    redis.delete(f"{key}:scheduled")
+    flag = f"{key}:scheduled"
     job = get_current_job()
     processing = f"{key}:processing:{job.id if job is not None else uuid.uuid4().hex}"
     func = resolve(batch_path)
@@ -182,10 +185,14 @@ def drain_batch(batch_path, queue="default"):
     for _ in range(BATCHES_PER_JOB):
         items = redis.lrange(processing, 0, -1) or take(keys=[key, processing], args=[BATCH_SIZE, PROCESSING_TTL])
         if not items:
-            return
+            redis.delete(flag)
+            if not redis.llen(key) or not redis.set(flag, 1, nx=True, ex=JOB_TIMEOUT):
+                return  # empty, or a newer push scheduled the next drain
+            continue
         _run_batch(func, [json.loads(item) for item in items], redis, processing)
-    if redis.llen(key) and redis.set(f"{key}:scheduled", 1, nx=True, ex=JOB_TIMEOUT):
-        _schedule_drain(current_app._get_current_object(), tenant_id, batch_path, queue, key)
+    # Enough for one job: a new one (the flag held for it) carries on, after other tenants' jobs had a turn.
+    redis.set(flag, 1, ex=JOB_TIMEOUT)
+    _schedule_drain(current_app._get_current_object(), tenant_id, batch_path, queue, key)
 
 
 def _run_batch(func, calls, redis, processing):
