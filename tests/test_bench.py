@@ -268,6 +268,36 @@ def test_the_leaderboard_cache_stays_exact(app, monkeypatch):
     assert None not in cached.values() and cached == counted
 
 
+def test_a_build_batch_applies_exactly_what_one_by_one_pushes_apply(app):
+    """The build's batched script keeps, per registration, the newest version it was sent, as _APPLY does one
+    member at a time: entries pushed while the build ran (newer or older than what it read) end the same."""
+    if not app.config["REDIS_URL"]:
+        pytest.skip("the leaderboard cache lives in Redis")
+    import random
+
+    from kindstride.jobs.queue import redis_connection
+    from kindstride.leaderboards import ranking
+
+    redis, rnd = redis_connection(), random.Random(5)
+    apply, build_apply = redis.register_script(ranking._APPLY), redis.register_script(ranking._BUILD_APPLY)
+    for attempt in range(20):
+        one, batched = ranking.keys(900, attempt), ranking.keys(901, attempt)
+        for registration in range(30):  # what was pushed before the batch arrives
+            if rnd.random() < 0.5:
+                args = [registration, rnd.randrange(4), ranking.member(registration, rnd.randrange(50), None, 1)]
+                for names in (one, batched):
+                    apply(keys=[names["board"], names["members"], names["versions"]], args=args)
+        batch = [(registration, rnd.randrange(4), ranking.member(registration, rnd.randrange(50), NOW, 2))
+                 for registration in rnd.sample(range(40), 25)]
+        apply(keys=[one["board"], one["members"], one["versions"]], args=[v for entry in batch for v in entry])
+        build_apply(keys=[batched["board"], batched["members"], batched["versions"]],
+                    args=["".join(f"{version} {member}\n" for _registration, version, member in batch)])
+        for key in ("members", "versions"):
+            assert redis.hgetall(one[key]) == redis.hgetall(batched[key])
+        assert redis.zrange(one["board"], 0, -1) == redis.zrange(batched["board"], 0, -1)
+        redis.delete(*one.values(), *batched.values())
+
+
 def test_bench_tiny_completes_with_every_figure(tmp_path):
     """`kindstride bench --scale tiny`: the whole run (servers, load, scenarios) ends with every figure present
     and every total equal to its recomputation. Timings are printed by the bench, never asserted here."""

@@ -45,7 +45,7 @@ _PUSH = "kindstride.board_push"  # session.info: {(tenant, challenge): {registra
 _REREAD = "kindstride.board_reread"  # session.info: a savepoint rolled back since totals were marked
 _NAMES = "kindstride.board_names"  # session.info: {tenant: {challenge ids}} whose names or registrations changed
 MAX_SCORE = 2**62
-BUILD_BATCH = 5000
+BUILD_BATCH = 3000  # a batch's ZADD takes 2 arguments per member: Lua's unpack() stops near 8,000
 PAGE_SECONDS = 60
 
 # Apply (registration, version, member) triples, keeping the newest version of each registration.
@@ -64,6 +64,36 @@ for i = 1, #ARGV, 3 do
   end
 end
 return applied
+"""
+# _APPLY for a build's batch (ARGV: "version member" lines; each registration once, its id ends the member): the
+# same version check, but one command per key for the whole batch (a build sends every participant).
+_BUILD_APPLY = """
+local regs, versions, members = {}, {}, {}
+for version, member, reg in string.gmatch(ARGV[1], '(%d+) ([^\\n]-:(%d+))\\n') do
+  regs[#regs + 1] = reg
+  versions[#regs] = version
+  members[#regs] = member
+end
+if #regs == 0 then return 0 end
+local current = redis.call('HMGET', KEYS[3], unpack(regs))
+local board, names, numbers, n = {}, {}, {}, 0
+for i = 1, #regs do
+  if not current[i] or tonumber(versions[i]) > tonumber(current[i]) then
+    if current[i] then
+      local old = redis.call('HGET', KEYS[2], regs[i])
+      if old then redis.call('ZREM', KEYS[1], old) end
+    end
+    board[2 * n + 1], names[2 * n + 1], numbers[2 * n + 1] = 0, regs[i], regs[i]
+    board[2 * n + 2], names[2 * n + 2], numbers[2 * n + 2] = members[i], members[i], versions[i]
+    n = n + 1
+  end
+end
+if n > 0 then
+  redis.call('ZADD', KEYS[1], unpack(board))
+  redis.call('HSET', KEYS[2], unpack(names))
+  redis.call('HSET', KEYS[3], unpack(numbers))
+end
+return n
 """
 # Push committed rows, then take their pending marks away (ARGV: count of triples, triples, then reg/count pairs).
 _PUSH_AND_UNMARK = """
@@ -266,12 +296,11 @@ def _build(redis, names, challenge_id):
             sa.select(ParticipantTotal.registration_id, ParticipantTotal.score, ParticipantTotal.reached_at,
                       ParticipantTotal.bib, ParticipantTotal.version)
             .where(ParticipantTotal.challenge_id == challenge_id)).all()
-        apply = redis.register_script(_APPLY)
+        apply = redis.register_script(_BUILD_APPLY)
         for start in range(0, len(rows), BUILD_BATCH):
-            args = []
-            for r in rows[start:start + BUILD_BATCH]:
-                args += [r.registration_id, r.version, member(r.registration_id, r.score, r.reached_at, r.bib)]
-            apply(keys=[names["board"], names["members"], names["versions"]], args=args)
+            lines = "".join([f"{version} {member(registration_id, score, reached_at, bib)}\n"
+                             for registration_id, score, reached_at, bib, version in rows[start:start + BUILD_BATCH]])
+            apply(keys=[names["board"], names["members"], names["versions"]], args=[lines])
         return bool(redis.register_script(_READY)(keys=[names["ready"], names["generation"]],
                                                   args=[generation]))
     finally:
