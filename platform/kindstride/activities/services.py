@@ -1,5 +1,6 @@
 """Adding activities (files, manual entries, the API) and keeping one count per real-world run."""
 
+import functools
 import hashlib
 import math
 from datetime import timedelta
@@ -92,18 +93,18 @@ class _Recording:
 def store_activity(user_id, **fields) -> StoredActivity:
     """add_activity in as few statements as it takes (it is every API request's work): one reads what this person
     has with the same fingerprint or overlapping in time, one inserts; only a new best recording of a run already
-    stored also updates the others. Its evaluation (and theirs, when they change) is queued."""
-    table = Activity.__table__
-    c = table.c
+    stored also updates the others. Its evaluation (and theirs, when they change) is queued. The statements are
+    built once and run on the session's connection: no ORM work per request (tenant_id is in each of them, and
+    row-level security holds them to the tenant in any case)."""
+    statements = _statements(db.session.get_bind().dialect.name)
+    connection = db.session.connection()
     tenant_id = require_tenant_id()
-    start = fields["start"]
-    end = start + timedelta(seconds=fields["elapsed_s"])
-    found = db.session.execute(
-        sa.select(c.id, c.fingerprint, c.source, c.received_at, c.start, c.elapsed_s, c.duplicate_of_id)
-        .where(c.tenant_id == tenant_id, c.user_id == user_id,
-               sa.or_(c.fingerprint == fields["fingerprint"], c.start < end))).all()
+    start, fingerprint = fields["start"], fields["fingerprint"]
+    person = {"tenant_id": tenant_id, "user_id": user_id, "fingerprint": fingerprint}
+    found = connection.execute(statements.find,
+                               {**person, "end": start + timedelta(seconds=fields["elapsed_s"])}).all()
     for row in found:
-        if row.fingerprint == fields["fingerprint"]:
+        if row.fingerprint == fingerprint:
             return StoredActivity(row.id, False, row.duplicate_of_id, row.received_at)
     received_at = utcnow()
     # Its id is not known before the INSERT, but it is larger than every id this statement could see.
@@ -111,12 +112,12 @@ def store_activity(user_id, **fields) -> StoredActivity:
     cluster = [new] + [_Recording(r.id, r.source, r.received_at, r.start, r.elapsed_s, r.duplicate_of_id)
                        for r in found if r.start + timedelta(seconds=r.elapsed_s) > start]
     primary = _primary(cluster)
-    values = {**fields, "tenant_id": tenant_id, "user_id": user_id, "received_at": received_at,
-              "duplicate_of_id": None if primary is new else primary.id}
-    new.id = db.session.execute(_insert_once(values)).scalar()
+    duplicate_of_id = None if primary is new else primary.id
+    new.id = connection.execute(statements.insert, {**fields, **person, "received_at": received_at,
+                                                    "duplicate_of_id": duplicate_of_id}).scalar()
     if new.id is None:  # a concurrent request stored the same fingerprint first
-        row = db.session.execute(sa.select(c.id, c.duplicate_of_id, c.received_at).where(
-            c.tenant_id == tenant_id, c.user_id == user_id, c.fingerprint == fields["fingerprint"])).one()
+        row = next(r for r in connection.execute(statements.find, {**person, "end": start})
+                   if r.fingerprint == fingerprint)
         return StoredActivity(row.id, False, row.duplicate_of_id, row.received_at)
     from kindstride.activities.evaluation import evaluate_activity
 
@@ -125,19 +126,32 @@ def store_activity(user_id, **fields) -> StoredActivity:
     for member in cluster[1:]:
         wanted = None if member is primary else primary.id
         if member.duplicate_of_id != wanted:
-            db.session.execute(sa.update(table).where(c.tenant_id == tenant_id, c.id == member.id)
-                               .values(duplicate_of_id=wanted))
+            connection.execute(statements.mark, {"in_tenant": tenant_id, "activity_id": member.id,
+                                                 "duplicate_of": wanted})
             _forget_loaded(member.id)
             enqueue(evaluate_activity, member.id)
-    return StoredActivity(new.id, True, values["duplicate_of_id"], received_at)
+    return StoredActivity(new.id, True, duplicate_of_id, received_at)
 
 
-def _insert_once(values):
-    """INSERT ... ON CONFLICT (the person's fingerprint) DO NOTHING RETURNING id, in this database's dialect."""
-    insert = postgresql.insert if db.session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    return (insert(Activity.__table__).values(**values)
-            .on_conflict_do_nothing(index_elements=["tenant_id", "user_id", "fingerprint"])
-            .returning(Activity.__table__.c.id))
+class _Statements(NamedTuple):
+    find: object
+    insert: object
+    mark: object
+
+
+@functools.cache
+def _statements(dialect):
+    """store_activity's statements in this database's dialect (built once: each request only binds values)."""
+    table = Activity.__table__
+    c = table.c
+    person = (c.tenant_id == sa.bindparam("tenant_id"), c.user_id == sa.bindparam("user_id"))
+    find = sa.select(c.id, c.fingerprint, c.source, c.received_at, c.start, c.elapsed_s, c.duplicate_of_id).where(
+        *person, sa.or_(c.fingerprint == sa.bindparam("fingerprint"), c.start < sa.bindparam("end")))
+    insert = ((postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+              .on_conflict_do_nothing(index_elements=["tenant_id", "user_id", "fingerprint"]).returning(c.id))
+    mark = (sa.update(table).where(c.tenant_id == sa.bindparam("in_tenant"), c.id == sa.bindparam("activity_id"))
+            .values(duplicate_of_id=sa.bindparam("duplicate_of")))
+    return _Statements(find, insert, mark)
 
 
 def _forget_loaded(activity_id):
