@@ -163,30 +163,6 @@ def revoke_api_token(user, token_id):
     return record
 
 
-def authenticate_api_token(token, with_roles=False):
-    """(user, token) for a valid API token of this tenant, or None; with_roles: (user, token, roles), the roles
-    read in the same statement."""
-    # The token, its account (and its roles) in one statement, all filtered by the tenant scope.
-    query = sa.select(ApiToken, User).join(User, User.id == ApiToken.user_id)
-    if with_roles:
-        aggregate = (sa.func.array_agg(UserRole.role) if db.session.get_bind().dialect.name == "postgresql"
-                     else sa.func.group_concat(UserRole.role, ","))
-        query = query.add_columns(sa.select(aggregate).where(UserRole.user_id == User.id).scalar_subquery())
-    found = db.session.execute(query.where(ApiToken.token_hash == hash_token(token or ""))).first()
-    if found is None:
-        return None
-    record, user = found[0], found[1]
-    if record.revoked_at is not None or record.expires_at < utcnow() or user.is_disabled:
-        return None
-    now = utcnow()
-    if record.last_used_at is None or now - record.last_used_at >= LAST_USED_GRANULARITY:
-        record.last_used_at = now  # to the minute: an API client would otherwise write the row on every call
-    if with_roles:
-        roles = found[2] or ()
-        return user, record, set(roles.split(",") if isinstance(roles, str) else roles)
-    return user, record
-
-
 def create_operator(email, name, password) -> Operator:
     email = normalise_email(email)
     problem = password_problem(password or "")

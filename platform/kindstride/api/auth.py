@@ -9,6 +9,7 @@ NO_REDIS_CACHE_SECONDS. An expired token is refused from the cache too. last_use
 a minute per token (LAST_USED_GRANULARITY), not on every request.
 """
 
+import functools
 import json
 import logging
 import random
@@ -24,11 +25,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from kindstride.accounts.models import ApiToken, User, UserRole
-from kindstride.accounts.services import (
-    LAST_USED_GRANULARITY,
-    PRIVILEGED_SCOPES,
-    authenticate_api_token,
-)
+from kindstride.accounts.services import LAST_USED_GRANULARITY, PRIVILEGED_SCOPES
 from kindstride.accounts.tokens import hash_token
 from kindstride.db import db, utcnow
 from kindstride.jobs.queue import redis_or_none
@@ -93,35 +90,63 @@ class _Entry:
 def _authenticate(token):
     """(user, api token, roles) for a valid token of the current tenant, or None."""
     tenant_id = current_tenant_id()
+    if tenant_id is None:
+        return None  # a token is only ever a token on its own tenant's site
     seconds = float(current_app.config.get("API_TOKEN_CACHE_SECONDS", DEFAULT_CACHE_SECONDS))
-    if tenant_id is None or seconds <= 0:
-        return _from_database(token)
     key = (tenant_id, hash_token(token))
     local = _local_generation
-    generation = _generation(tenant_id)
-    if generation is False:  # Redis is configured but does not answer: no cache, the database decides
-        return _from_database(token)
+    generation = _generation(tenant_id) if seconds > 0 else False
     if generation == b"":  # no Redis: nothing tells this process about changes made by others but time
         seconds = min(seconds, NO_REDIS_CACHE_SECONDS)
     entry = _cache.get(key)
     now = time.monotonic()
-    if entry is not None and entry.expires > now and entry.generation == generation and entry.local == local:
-        if entry.token["expires_at"] < utcnow():
+    # generation False (no cache, or Redis configured but not answering): the database decides.
+    if (generation is False or entry is None or entry.expires <= now or entry.generation != generation
+            or entry.local != local):
+        found = _read_token(tenant_id, key[1])
+        if found is None:
             return None
-        user, api_token = attach_cached(User, entry.user), attach_cached(ApiToken, entry.token)
-        _record_use(entry, api_token)
-        return user, api_token, entry.roles
-    found = _from_database(token)
-    if found is not None and generation is not None:
-        user, api_token, roles = found
-        entry = _Entry(now + seconds, generation, local, CachedRow.of(user),
-                       CachedRow.of(api_token), roles, api_token.last_used_at)
-        with _lock:
-            if local == _local_generation:
-                if len(_cache) >= MAX_CACHED_TOKENS:
-                    _cache.clear()
-                _cache[key] = entry
-    return found
+        entry = _Entry(now + seconds, generation, local, *found)
+        if generation is not False and generation is not None:
+            with _lock:
+                if local == _local_generation:
+                    if len(_cache) >= MAX_CACHED_TOKENS:
+                        _cache.clear()
+                    _cache[key] = entry
+    if entry.token["expires_at"] < utcnow():
+        return None
+    user, api_token = attach_cached(User, entry.user), attach_cached(ApiToken, entry.token)
+    _record_use(entry, api_token)
+    return user, api_token, entry.roles
+
+
+def _read_token(tenant_id, token_hash):
+    """(user row, token row, roles, last used at) of a valid token, read in one statement, or None."""
+    query = _token_query(db.session.get_bind().dialect.name)
+    row = db.session.connection().execute(query, {"token_hash": token_hash, "tenant": tenant_id}).first()
+    if row is None:
+        return None
+    values = row._mapping
+    token = CachedRow.from_values({c.key: values[f"token_{c.key}"] for c in ApiToken.__table__.c})
+    user = CachedRow.from_values({c.key: values[f"user_{c.key}"] for c in User.__table__.c})
+    if token["revoked_at"] is not None or user["is_disabled"]:
+        return None
+    roles = values["roles"] or ()
+    roles = frozenset(roles.split(",") if isinstance(roles, str) else roles)
+    return user, token, roles, token["last_used_at"]
+
+
+@functools.cache
+def _token_query(dialect):
+    """A token, its account and the account's roles, as columns (built once; tenant_id bound in each part)."""
+    tokens, users, roles = ApiToken.__table__, User.__table__, UserRole.__table__
+    tenant = sa.bindparam("tenant")
+    aggregate = sa.func.array_agg(roles.c.role) if dialect == "postgresql" else sa.func.group_concat(roles.c.role, ",")
+    return (sa.select(*[c.label(f"token_{c.key}") for c in tokens.c], *[c.label(f"user_{c.key}") for c in users.c],
+                      sa.select(aggregate).where(roles.c.tenant_id == tenant, roles.c.user_id == users.c.id)
+                      .scalar_subquery().label("roles"))
+            .join_from(tokens, users, sa.and_(users.c.tenant_id == tenant, users.c.id == tokens.c.user_id))
+            .where(tokens.c.tenant_id == tenant, tokens.c.token_hash == sa.bindparam("token_hash")))
 
 
 def cached_caller(tenant_id, token, scope):
@@ -142,21 +167,6 @@ def cached_caller(tenant_id, token, scope):
     if not entry.generation:
         return None  # no Redis: no generation to check against
     return entry.user.id, (_generation_key(tenant_id), entry.generation)
-
-
-def _from_database(token):
-    found = authenticate_api_token(token, with_roles=True)
-    if found is None:
-        return None
-    user, api_token, roles = found
-    roles = frozenset(roles)
-    if sa.inspect(api_token).modified and request.method in READ_METHODS:
-        # last_used_at moved on: recorded now, as a read never commits (a write's own commit records it). What
-        # the cache keeps is read first, as the commit expires it.
-        values = CachedRow.of(user), CachedRow.of(api_token)
-        _commit_bookkeeping()
-        return attach_cached(User, values[0]), attach_cached(ApiToken, values[1]), roles
-    return user, api_token, roles
 
 
 def _record_use(entry, api_token):

@@ -124,10 +124,14 @@ class CachedRow:
 
     @classmethod
     def of(cls, obj):
+        return cls.from_values({attr.key: getattr(obj, attr.key) for attr in sa.inspect(type(obj)).column_attrs})
+
+    @classmethod
+    def from_values(cls, values):
+        """From every column's value, by attribute name."""
         plain, mutable = {}, {}
-        for attr in sa.inspect(type(obj)).column_attrs:
-            value = getattr(obj, attr.key)
-            (mutable if isinstance(value, dict | list) else plain)[attr.key] = value
+        for name, value in values.items():
+            (mutable if isinstance(value, dict | list) else plain)[name] = value
         return cls(plain, json.dumps(mutable) if mutable else None)
 
     def values(self):
