@@ -347,3 +347,27 @@ def test_a_sign_up_keeps_the_token_caches_and_a_huge_team_id_is_refused(app, ten
         newcomer.is_disabled = True
         db.session.commit()
         assert _generation(tenants["alpha"]) != before
+
+
+def test_a_tokens_last_use_is_recorded_at_most_once_a_minute_on_reads_and_writes(app, tenants):
+    from kindstride.accounts.models import ApiToken
+    from kindstride.accounts.tokens import hash_token
+
+    tokens = _event(tenants["alpha"])
+    client = app.test_client().on("alpha")
+
+    def last_used(token):
+        with tenant_scope(tenants["alpha"]):
+            value = db.session.scalar(sa.select(ApiToken.last_used_at).where(ApiToken.token_hash == hash_token(token)))
+            db.session.rollback()
+            return value
+
+    assert last_used(tokens[0]) is None and last_used(tokens[1]) is None
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    assert client.get(ME, headers=_bearer(tokens[0])).status_code == 200  # a read: committed on its own
+    first = last_used(tokens[0])
+    assert first is not None and first >= before
+    assert client.get(ME, headers=_bearer(tokens[0])).status_code == 200
+    assert last_used(tokens[0]) == first  # within the minute: not written again
+    _run(client, tokens[1], 5, 3)  # a write: recorded with the activity
+    assert last_used(tokens[1]) is not None and last_used(tokens[1]) >= before

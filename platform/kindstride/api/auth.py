@@ -76,7 +76,6 @@ _lock = threading.Lock()
 _local_generation = 0  # bumped when this process commits an account change: entries read before it are dropped
 _CHANGED = "kindstride.auth_changed"  # session.info: tenants whose accounts changed in this transaction
 _NEW_USERS = "kindstride.auth_new_users"  # session.info: ids of the accounts created in this transaction
-_BOOKKEEPING = "kindstride_auth_bookkeeping"  # execution option: last_used_at only, no generation bump
 
 
 class _Entry:
@@ -175,10 +174,17 @@ def _record_use(entry, api_token):
     if entry.last_used_at is not None and now - entry.last_used_at < LAST_USED_GRANULARITY:
         return
     entry.last_used_at = now
-    db.session.execute(sa.update(ApiToken).where(ApiToken.id == api_token.id).values(last_used_at=now),
-                       execution_options={_BOOKKEEPING: True})
+    # On the connection, not through the session: bookkeeping, no change of access (no generation bump).
+    db.session.connection().execute(_RECORD_USE, {"in_tenant": api_token.tenant_id, "token_id": api_token.id,
+                                                  "now": now})
     if request.method in READ_METHODS:
         _commit_bookkeeping()  # a write's own commit records it
+
+
+_TOKENS = ApiToken.__table__
+_RECORD_USE = (sa.update(_TOKENS).where(_TOKENS.c.tenant_id == sa.bindparam("in_tenant"),
+                                        _TOKENS.c.id == sa.bindparam("token_id"))
+               .values(last_used_at=sa.bindparam("now")))
 
 
 def _fresh_generation():
@@ -247,7 +253,7 @@ def _note_account_changes(session, flush_context):
 
 @event.listens_for(Session, "do_orm_execute")
 def _note_bulk_account_changes(state):
-    if not (state.is_update or state.is_delete) or state.execution_options.get(_BOOKKEEPING):
+    if not (state.is_update or state.is_delete):
         return
     mapper = state.bind_mapper
     if mapper is not None and mapper.class_ in (User, UserRole, ApiToken):
