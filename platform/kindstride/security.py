@@ -135,14 +135,15 @@ def refuse_unstorable_text():
     try:
         _check_text(request.args.items(multi=True))
         if request.method in ("POST", "PUT", "PATCH", "DELETE") and not raw_body:
-            _check_text(request.form.items(multi=True))
-            _check_text((name, upload.filename or "") for name, upload in request.files.items(multi=True))
-            if request.is_json:
+            if request.is_json:  # a JSON body is all there is: no form, no files
                 try:
                     body = request.get_json(silent=True)
                 except RecursionError:
                     raise UnstorableText("body", "the JSON is nested too deeply") from None
                 _check_text(_strings(body, ""))
+            else:
+                _check_text(request.form.items(multi=True))
+                _check_text((name, upload.filename or "") for name, upload in request.files.items(multi=True))
     except UnstorableText as error:
         current_app.logger.info("refused %s %s: %s", request.method, redact_url(request.path), error)
         if request.path.startswith("/api/"):

@@ -58,15 +58,14 @@ def resolve_host(host: str, base_domain: str) -> HostMatch | None:
         values = entry[1]
         return None if values is None else HostMatch(tenant=_attached(values))
     generation = _generation
-    tenant = _lookup(host, base_domain)
+    values = _lookup(host, base_domain)
     if seconds > 0:
-        values = None if tenant is None else _column_values(tenant)
         with _lock:
             if generation == _generation:  # no tenant changed while we read: safe to remember
                 if len(_cache) >= MAX_CACHED_HOSTS:
                     _cache.clear()
                 _cache[key] = (now + seconds, values)
-    return None if tenant is None else HostMatch(tenant=tenant)
+    return None if values is None else HostMatch(tenant=_attached(values))
 
 
 def cached_tenant(host: str, base_domain: str):
@@ -79,14 +78,25 @@ def cached_tenant(host: str, base_domain: str):
 
 
 def _lookup(host, base_domain):
+    """The row (a CachedRow) of the tenant a host leads to, or None: one statement, built once."""
     suffix = "." + base_domain
     if host.endswith(suffix):
         slug = host[: -len(suffix)]
-        if SLUG_PATTERN.match(slug):
-            return db.session.scalar(sa.select(Tenant).where(Tenant.slug == slug))
+        if not SLUG_PATTERN.match(slug):
+            return None
+        row = db.session.connection().execute(_BY_SLUG, {"host_slug": slug}).first()
+    else:
+        row = db.session.connection().execute(_BY_DOMAIN, {"host_domain": host}).first()
+    if row is None:
         return None
-    domain = db.session.get(TenantDomain, host)
-    return domain.tenant if domain else None
+    values = row._mapping
+    return CachedRow.from_values({column.key: values[column] for column in _TENANTS.c})
+
+
+_TENANTS, _DOMAINS = Tenant.__table__, TenantDomain.__table__
+_BY_SLUG = sa.select(_TENANTS).where(_TENANTS.c.slug == sa.bindparam("host_slug"))
+_BY_DOMAIN = (sa.select(_TENANTS).join(_DOMAINS, _DOMAINS.c.tenant_id == _TENANTS.c.id)
+              .where(_DOMAINS.c.domain == sa.bindparam("host_domain")))
 
 
 # ------------------------------------------------------------------------------------------- the cache
@@ -100,10 +110,6 @@ def _cache_seconds():
     if not has_app_context():
         return DEFAULT_CACHE_SECONDS
     return float(current_app.config.get("TENANT_CACHE_SECONDS", DEFAULT_CACHE_SECONDS))
-
-
-def _column_values(tenant):
-    return CachedRow.of(tenant)
 
 
 def _attached(values):
