@@ -252,7 +252,10 @@ def plan_user(user_id, new, stored, memberships, stored_results, writes):
             writes.summary.duplicates += activity.duplicate_of_id is not None
         elif activity.duplicate_of_id != activity.stored_duplicate_of_id:
             writes.changed.append((activity.id, activity.duplicate_of_id))
-    if triggered:
+    if not stored:
+        for membership in memberships:
+            _judge_new(membership, pool, writes)
+    elif triggered:
         for membership in memberships:
             _judge_membership(membership, pool, triggered, stored_results, writes)
 
@@ -263,6 +266,36 @@ def _start_key(activity):
 
 def _rank_key(activity):
     return SOURCE_RANK[activity.source], activity.received_at, activity.id
+
+
+def _day_order(activity):
+    return activity.start, activity.id
+
+
+def _judge_new(membership, pool, writes):
+    """_judge_membership for someone with nothing stored: every activity is new (so triggered, with no result
+    to keep), and each local day is judged whole, in start order."""
+    m = membership.judging
+    cutoff = m.cutoff
+    by_day = {}
+    for activity in pool:
+        if activity.start >= cutoff:
+            day = local_day(m, activity.start)
+            same_day = by_day.get(day)
+            if same_day is None:
+                by_day[day] = [activity]
+            else:
+                same_day.append(activity)
+    for day, activities in by_day.items():
+        if len(activities) > 1:
+            activities.sort(key=_day_order)
+        count, distance = 0, 0
+        for activity in activities:
+            if _judge_one(membership, activity, day, count, distance, None, writes) == ACCEPTED:
+                count += 1
+                distance += activity.distance_m
+    if by_day:
+        writes.registrations.add(membership.registration_id)
 
 
 def _judge_membership(membership, pool, triggered, stored_results, writes):
