@@ -64,12 +64,16 @@ class TenantOwned:
     # row through (tenant_id, x) has its tenant proven by that reference; the tables written a million rows at
     # a time leave out the second proof (each foreign key is a lookup and a row lock per inserted row).
     tenant_fk: bool = True
+    # Whether other tenant rows may reference this table's rows: such a reference, (tenant_id, x), needs
+    # UNIQUE (tenant_id, id). A table nothing references leaves it out (one index less to write per row).
+    tenant_referenced: bool = True
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
 
     @declared_attr
     def tenant_id(cls) -> Mapped[int]:
-        # No index of its own: UNIQUE (tenant_id, id) below starts with it and serves every lookup by tenant.
+        # No index of its own: UNIQUE (tenant_id, id) below (or another index of the table) starts with it and
+        # serves every lookup by tenant.
         references = (sa.ForeignKey("tenants.id", ondelete="RESTRICT"),) if cls.tenant_fk else ()
         return mapped_column(BigId, *references, nullable=False)
 
@@ -79,7 +83,8 @@ class TenantOwned:
             sa.ForeignKeyConstraint(["tenant_id", column], [f"{table}.tenant_id", f"{table}.id"])
             for column, table in cls.tenant_refs.items()
         )
-        return (sa.UniqueConstraint("tenant_id", "id"), *refs, *cls.extra_table_args)
+        unique = (sa.UniqueConstraint("tenant_id", "id"),) if cls.tenant_referenced else ()
+        return (*unique, *refs, *cls.extra_table_args)
 
 
 def tenant_tables():
