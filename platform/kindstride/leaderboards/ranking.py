@@ -162,24 +162,31 @@ def _micros(moment):
 def mark_changed(total):
     """A participant total changed in this transaction (and is flushed): mark it pending now, push it after
     the commit."""
+    mark_many_changed([total])
+
+
+def mark_many_changed(totals):
+    """mark_changed for many totals (rows or objects with their columns), in one round trip to Redis."""
     redis = redis_or_none()
-    if redis is None:
+    if redis is None or not totals:
         return
-    key = (total.tenant_id, total.challenge_id)
-    names = keys(*key)
     try:
         pipe = redis.pipeline(transaction=False)
-        pipe.hincrby(names["pending"], total.registration_id, 1)
-        pipe.incr(names["changes"])
+        for total in totals:
+            names = keys(total.tenant_id, total.challenge_id)
+            pipe.hincrby(names["pending"], total.registration_id, 1)
+            pipe.incr(names["changes"])
         pipe.execute()
     except RedisError as error:
         log.warning("leaderboard cache: cannot mark a change (%s); readers may fall back to SQL", error)
         return
-    marks = db.session.info.setdefault(_MARKS, {}).setdefault(key, {})
-    marks[total.registration_id] = marks.get(total.registration_id, 0) + 1
-    pushes = db.session.info.setdefault(_PUSH, {}).setdefault(key, {})
-    pushes[total.registration_id] = (total.version,
-                                      member(total.registration_id, total.score, total.reached_at, total.bib))
+    for total in totals:
+        key = (total.tenant_id, total.challenge_id)
+        marks = db.session.info.setdefault(_MARKS, {}).setdefault(key, {})
+        marks[total.registration_id] = marks.get(total.registration_id, 0) + 1
+        pushes = db.session.info.setdefault(_PUSH, {}).setdefault(key, {})
+        pushes[total.registration_id] = (total.version,
+                                          member(total.registration_id, total.score, total.reached_at, total.bib))
 
 
 @event.listens_for(Session, "after_soft_rollback")

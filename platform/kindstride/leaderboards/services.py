@@ -78,10 +78,8 @@ def refresh_participants(registration_ids):
                    ParticipantTotal.score, ParticipantTotal.reached_at, ParticipantTotal.bib,
                    ParticipantTotal.version, ParticipantTotal.team_id),
         execution_options={"synchronize_session": False}).all()
-    teams = {}
-    for row in rows:
-        ranking.mark_changed(row)
-        teams[row.registration_id] = row.team_id
+    ranking.mark_many_changed(rows)
+    teams = {row.registration_id: row.team_id for row in rows}
     for obj in list(db.session.identity_map.values()):  # loaded totals of this session: read them again
         if type(obj) is ParticipantTotal and obj.registration_id in teams:
             db.session.expire(obj)
