@@ -174,21 +174,22 @@ def evaluate_activities(calls):
 
     ids = list(dict.fromkeys(call[0] for call in calls))
     tenant_id = require_tenant_id()
-    table = Activity.__table__
-    people = sorted(set(db.session.scalars(sa.select(table.c.user_id).where(table.c.tenant_id == tenant_id,
-                                                                          table.c.id.in_(ids)))))
+    # Core statements on the session's connection (tenant_id in each): a batch's reads and writes are sets of
+    # plain rows, with no ORM objects to track.
+    connection = db.session.connection()
+    c = Activity.__table__.c
+    people = sorted(set(connection.execute(sa.select(c.user_id).where(c.tenant_id == tenant_id,
+                                                                      c.id.in_(ids))).scalars()))
     if not people:
         return
     lock_people(people)
     # Read only now, under the locks: while this batch waited for a person, a request may have made one of their
     # activities a duplicate (or not) and queued it again; judging an older copy would leave a stale verdict.
     pools = defaultdict(list)
-    for a in db.session.execute(sa.select(table.c).where(table.c.tenant_id == tenant_id,
-                                                         table.c.user_id.in_(people))):
-        pools[a.user_id].append(_Act(a.id, a.user_id, a.source, a.sport, a.start, a.elapsed_s, a.moving_s,
-                                     a.distance_m, a.has_gps, a.is_indoor, a.split_paces, a.received_at,
-                                     a.fingerprint, a.duplicate_of_id))
-    stored = _stored_results(tenant_id, [a.id for pool in pools.values() for a in pool])
+    for a in connection.execute(sa.select(*(c[name] for name in PLANNED_COLUMNS))
+                                .where(c.tenant_id == tenant_id, c.user_id.in_(people))):
+        pools[a.user_id].append(_Act(*a))
+    stored = _stored_results(connection, tenant_id, [a.id for pool in pools.values() for a in pool])
     memberships = _memberships(people)
     wanted = set(ids)
     writes = _Writes()
@@ -211,11 +212,16 @@ def evaluate_activities(calls):
     refresh_teams(teams)
 
 
-def _stored_results(tenant_id, activity_ids):
+# The columns the planner judges by, in the order of its activities' (bulk._Act) arguments.
+PLANNED_COLUMNS = ("id", "user_id", "source", "sport", "start", "elapsed_s", "moving_s", "distance_m", "has_gps",
+                   "is_indoor", "split_paces", "received_at", "fingerprint", "duplicate_of_id")
+
+
+def _stored_results(connection, tenant_id, activity_ids):
     """(registration id, activity id) -> (result id, status, local day, decided by, ruleset version)."""
     table = ActivityResult.__table__
     c = table.c
-    rows = db.session.execute(sa.select(c.id, c.registration_id, c.activity_id, c.status, c.local_day,
+    rows = connection.execute(sa.select(c.id, c.registration_id, c.activity_id, c.status, c.local_day,
                                         c.decided_by_id, c.ruleset_version)
                               .where(c.tenant_id == tenant_id, c.activity_id.in_(activity_ids)))
     return {(r.registration_id, r.activity_id): (r.id, r.status, r.local_day, r.decided_by_id, r.ruleset_version)
@@ -227,17 +233,21 @@ def _memberships(user_ids):
     whose ruleset resolves (scoring is frozen otherwise: a missing strategy never falls back)."""
     from kindstride.activities.bulk import _Judging, _Membership
 
-    judging, found = {}, defaultdict(list)
-    for challenge, registration in db.session.execute(
-            sa.select(Challenge, Registration).join(Registration, Registration.challenge_id == Challenge.id)
-            .where(Registration.user_id.in_(user_ids), Registration.status == "active", Challenge.status != CLOSED)
-            .order_by(Registration.user_id, Challenge.id)):
-        if challenge.id not in judging:
-            ruleset = resolved_ruleset(challenge)
-            judging[challenge.id] = None if ruleset is None else _Judging(challenge, ruleset)
-        if judging[challenge.id] is not None:
-            found[registration.user_id].append(
-                _Membership(judging[challenge.id], registration.id, registration.team_id, registration.counts_from))
+    registrations = db.session.execute(
+        sa.select(Registration.user_id, Registration.id, Registration.team_id, Registration.counts_from,
+                  Registration.challenge_id)
+        .join(Challenge, Challenge.id == Registration.challenge_id)
+        .where(Registration.user_id.in_(user_ids), Registration.status == "active", Challenge.status != CLOSED)
+        .order_by(Registration.user_id, Registration.challenge_id)).all()
+    judging = {}
+    for challenge in db.session.scalars(sa.select(Challenge).where(
+            Challenge.id.in_({r.challenge_id for r in registrations}))):
+        ruleset = resolved_ruleset(challenge)
+        judging[challenge.id] = None if ruleset is None else _Judging(challenge, ruleset)
+    found = defaultdict(list)
+    for user_id, registration_id, team_id, counts_from, challenge_id in registrations:
+        if judging[challenge_id] is not None:
+            found[user_id].append(_Membership(judging[challenge_id], registration_id, team_id, counts_from))
     return found
 
 
@@ -245,14 +255,15 @@ def _write_verdicts(tenant_id, writes):
     """The planner's new and changed results, in one statement each (executemany)."""
     table = ActivityResult.__table__
     now = utcnow()
+    connection = db.session.connection()
     if writes.results:
-        db.session.execute(sa.insert(table), [
+        connection.execute(sa.insert(table), [
             {"tenant_id": tenant_id, "activity_id": r[0], "challenge_id": r[1], "registration_id": r[2],
              "ruleset_version": r[3], "status": r[4], "reasons": json.loads(r[5]), "score": r[6],
              "counted_distance_m": r[7], "local_day": r[8], "counted_at": r[9], "evaluated_at": now}
             for r in writes.results])
     if writes.result_updates:
-        db.session.execute(
+        connection.execute(
             sa.update(table).where(table.c.tenant_id == tenant_id, table.c.id == sa.bindparam("result_id"))
             .values(ruleset_version=sa.bindparam("version"), status=sa.bindparam("new_status"),
                     reasons=sa.bindparam("new_reasons", type_=table.c.reasons.type),
@@ -260,8 +271,7 @@ def _write_verdicts(tenant_id, writes):
                     local_day=sa.bindparam("day"), counted_at=sa.bindparam("counted"), decided_by_id=None,
                     decision_comment=None, evaluated_at=now),
             [{"result_id": u[0], "version": u[1], "new_status": u[2], "new_reasons": json.loads(u[3]),
-              "new_score": u[4], "distance": u[5], "day": u[6], "counted": u[7]} for u in writes.result_updates],
-            execution_options={"synchronize_session": False})
+              "new_score": u[4], "distance": u[5], "day": u[6], "counted": u[7]} for u in writes.result_updates])
         for obj in list(db.session.identity_map.values()):  # results this session holds: read them again
             if type(obj) is ActivityResult:
                 db.session.expire(obj)
