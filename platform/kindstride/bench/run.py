@@ -56,6 +56,7 @@ PEOPLE_PER_ACTIVITY = 0.35  # 350,000 runners, 1,000,000 activities
 TEAMS_PER_ACTIVITY = 0.005  # 5,000 teams
 TOKENS = 64
 WEB_WORKERS, WEB_THREADS = 2, 4
+INGEST_CEILING_PER_S = 2000  # requests built beforehand for the ingest: enough for this many a second
 
 
 def say(message):
@@ -275,7 +276,7 @@ class Bench:
         rnd = random.Random(13)
         paces = {u: rnd.uniform(280, 600) for u in token_of}
 
-        def next_request(client, number):
+        def request(client, number):
             mine = runners[client]
             runner, round_ = mine[number % len(mine)], number // len(mine)
             if round_ >= rounds:
@@ -290,6 +291,13 @@ class Bench:
             return load.request_bytes("POST", "/api/v1/activities", host,
                                       {"Authorization": f"Bearer {token_of[runner]}",
                                        "Content-Type": "application/json"}, body)
+
+        # Every request is built beforehand: the generator shares the machine, and its JSON is not the server's work.
+        per_client = s.ingest_seconds * INGEST_CEILING_PER_S // clients + 1
+        prepared = [[r for r in (request(c, n) for n in range(per_client)) if r is not None] for c in range(clients)]
+
+        def next_request(client, number):
+            return prepared[client][number] if number < len(prepared[client]) else None
 
         chosen = list(token_of)
         say(f"[{self._elapsed()}] ingest: {clients} clients ({hot} in one team) for {s.ingest_seconds} s")
