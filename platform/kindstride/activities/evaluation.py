@@ -123,33 +123,6 @@ def counted_at(activity, score):
     return activity.start + timedelta(seconds=activity.elapsed_s) if score > 0 else None
 
 
-def keeps_decision(result, version, activity) -> bool:
-    """A moderator's decision stands until the ruleset changes or the activity turns out a duplicate."""
-    return bool(result.decided_by_id) and result.ruleset_version == version and activity.duplicate_of_id is None
-
-
-def record(challenge, registration, activity, ruleset):
-    """Judge one activity in one challenge and store the result; a moderator's decision stands."""
-    result = db.session.scalar(sa.select(ActivityResult).where(ActivityResult.challenge_id == challenge.id,
-                                                               ActivityResult.activity_id == activity.id))
-    if result is not None and keeps_decision(result, challenge.ruleset_version, activity):
-        return result
-    verdict = judge_in(challenge, registration, activity, ruleset)
-    if result is None:
-        result = ActivityResult(challenge_id=challenge.id, activity_id=activity.id,
-                                registration_id=registration.id)
-        db.session.add(result)
-    result.ruleset_version = challenge.ruleset_version
-    result.status = verdict.status
-    result.reasons = reason_dicts(verdict.reasons)
-    result.local_day = local_day(challenge, activity.start)
-    set_counted(result, activity, verdict.score, verdict.counted_distance_m)
-    result.decided_by_id = result.decision_comment = None
-    result.evaluated_at = utcnow()
-    db.session.flush()
-    return result
-
-
 def set_counted(result, activity, score, distance_m):
     result.score = score
     result.counted_distance_m = distance_m
@@ -164,42 +137,56 @@ def evaluate_activity(activity_id):
 def evaluate_activities(calls):
     """The batched form of evaluate_activity (kindstride.jobs.queue runs queued evaluations this way, calls being
     the argument lists of many evaluate_activity jobs). It ends where judging each activity one at a time with
-    evaluate_activity would: the owners of the activities are locked first (a transaction-level advisory lock per
-    person, in id order), so two batches never judge the same person's days at the same time; then their
-    activities and results are read once, and each person's touched days are judged in start order by the bulk
-    planner (the same judge(), the same-day context, a moderator's decision kept as `record` keeps it). The
-    verdicts are written in one statement each way (new, changed), the touched participant totals are recomputed
-    in one statement and the touched teams' in one per aggregation."""
-    from kindstride.activities.bulk import _Act, _judge_membership, _Writes
-
+    evaluate_activity would (see judge_people), and the activity_accepted hook is told of each activity of the
+    batch accepted in a challenge."""
     ids = list(dict.fromkeys(call[0] for call in calls))
     tenant_id = require_tenant_id()
+    c = Activity.__table__.c
+    people = db.session.connection().execute(sa.select(c.user_id).where(c.tenant_id == tenant_id,
+                                                                        c.id.in_(ids))).scalars()
+    judged = judge_people(people, ids)
+    if judged is not None:
+        _announce_accepted(tenant_id, ids, *judged)
+
+
+def judge_people(user_ids, activity_ids=None, challenge_id=None):
+    """Judge these people's activities again: the days of `activity_ids` (None: every activity), in every
+    challenge they are active in (or in `challenge_id` only), and bring their totals and their teams' in step.
+
+    The people are locked first (a transaction-level advisory lock per person, in id order), so two batches
+    never judge the same person's days at the same time; then their activities and results are read once, and
+    each person's touched days are judged in start order by the bulk planner: the same judge(), the same-day
+    context, a moderator's decision kept until the ruleset changes or the activity turns out a duplicate, and
+    activities far before a challenge's window left alone. The verdicts are written in one statement each way
+    (new, changed), the participant totals recomputed in one statement and the teams' in one per aggregation.
+    Returns what the activity_accepted hook needs, or None when there was nobody to judge."""
+    from kindstride.activities.bulk import _Act, _judge_membership, _Writes
+
+    people = sorted(set(user_ids))
+    if not people:
+        return None
+    tenant_id = require_tenant_id()
+    lock_people(people)
     # Core statements on the session's connection (tenant_id in each): a batch's reads and writes are sets of
-    # plain rows, with no ORM objects to track.
+    # plain rows, with no ORM objects to track. Read only now, under the locks: while this batch waited for a
+    # person, a request may have made one of their activities a duplicate (or not) and queued it again; judging
+    # an older copy would leave a stale verdict.
     connection = db.session.connection()
     c = Activity.__table__.c
-    people = sorted(set(connection.execute(sa.select(c.user_id).where(c.tenant_id == tenant_id,
-                                                                      c.id.in_(ids))).scalars()))
-    if not people:
-        return
-    lock_people(people)
-    # Read only now, under the locks: while this batch waited for a person, a request may have made one of their
-    # activities a duplicate (or not) and queued it again; judging an older copy would leave a stale verdict.
     pools = defaultdict(list)
     for a in connection.execute(sa.select(*(c[name] for name in PLANNED_COLUMNS))
                                 .where(c.tenant_id == tenant_id, c.user_id.in_(people))):
         pools[a.user_id].append(_Act(*a))
     stored = _stored_results(connection, tenant_id, [a.id for pool in pools.values() for a in pool])
-    memberships = _memberships(people)
-    wanted = set(ids)
+    memberships = _memberships(people, challenge_id)
+    wanted = None if activity_ids is None else set(activity_ids)
     writes = _Writes()
     for user_id in people:
         pool = pools[user_id]
-        triggered = [a for a in pool if a.id in wanted]
+        triggered = pool if wanted is None else [a for a in pool if a.id in wanted]
         for membership in memberships.get(user_id, ()):
             _judge_membership(membership, pool, triggered, stored, writes)
     _write_verdicts(tenant_id, writes)
-    _announce_accepted(tenant_id, ids, memberships, pools, stored, writes)
     aggregation_of = {}
     for membership_list in memberships.values():
         for m in membership_list:
@@ -210,6 +197,7 @@ def evaluate_activities(calls):
         if team_id is not None:
             teams[team_id] = aggregation_of[registration_id]
     refresh_teams(teams)
+    return memberships, pools, stored, writes
 
 
 # The columns the planner judges by, in the order of its activities' (bulk._Act) arguments.
@@ -228,17 +216,19 @@ def _stored_results(connection, tenant_id, activity_ids):
             for r in rows}
 
 
-def _memberships(user_ids):
-    """user id -> the bulk planner's memberships: active registrations in challenges that are not closed and
-    whose ruleset resolves (scoring is frozen otherwise: a missing strategy never falls back)."""
+def _memberships(user_ids, challenge_id=None):
+    """user id -> the bulk planner's memberships: active registrations in challenges that are not closed (or in
+    this one) and whose ruleset resolves (scoring is frozen otherwise: a missing strategy never falls back)."""
     from kindstride.activities.bulk import _Judging, _Membership
 
-    registrations = db.session.execute(
-        sa.select(Registration.user_id, Registration.id, Registration.team_id, Registration.counts_from,
-                  Registration.challenge_id)
-        .join(Challenge, Challenge.id == Registration.challenge_id)
-        .where(Registration.user_id.in_(user_ids), Registration.status == "active", Challenge.status != CLOSED)
-        .order_by(Registration.user_id, Registration.challenge_id)).all()
+    query = (sa.select(Registration.user_id, Registration.id, Registration.team_id, Registration.counts_from,
+                       Registration.challenge_id)
+             .join(Challenge, Challenge.id == Registration.challenge_id)
+             .where(Registration.user_id.in_(user_ids), Registration.status == "active", Challenge.status != CLOSED)
+             .order_by(Registration.user_id, Registration.challenge_id))
+    if challenge_id is not None:
+        query = query.where(Registration.challenge_id == challenge_id)
+    registrations = db.session.execute(query).all()
     judging = {}
     for challenge in db.session.scalars(sa.select(Challenge).where(
             Challenge.id.in_({r.challenge_id for r in registrations}))):
@@ -309,18 +299,16 @@ def lock_people(user_ids):
 evaluate_activity.batch = evaluate_activities  # queued evaluations are run in batches (kindstride.jobs.queue)
 
 
-def reevaluate_registration(challenge, registration, ruleset=None):
-    ruleset = ruleset or resolved_ruleset(challenge)
-    if ruleset is None:
-        return
-    activities = db.session.scalars(
-        sa.select(Activity).where(Activity.user_id == registration.user_id).order_by(Activity.start, Activity.id))
-    for activity in activities:
-        record(challenge, registration, activity, ruleset)
+def reevaluate_registration(challenge, registration):
+    """Judge a participant's activities again in this challenge (after a team switch with a reset, or once their
+    entry fee is paid), and bring their totals in step."""
+    db.session.flush()  # the registration as the caller left it (say, active now)
+    judge_people([registration.user_id], challenge_id=challenge.id)
     refresh_participant(registration.id)
 
 
 REEVALUATION = "reevaluation"  # the name of its progress record (kindstride.web.progress)
+REEVALUATION_CHUNK = 2000  # people judged at a time: their activities and results are held in memory
 
 
 def reevaluate_challenge(challenge_id, version):
@@ -333,13 +321,14 @@ def reevaluate_challenge(challenge_id, version):
         return
     from kindstride.web import progress
 
-    total = db.session.scalar(sa.select(sa.func.count()).select_from(Registration)
-                              .where(Registration.challenge_id == challenge_id))
+    people = db.session.scalars(sa.select(Registration.user_id).where(Registration.challenge_id == challenge_id)
+                                .order_by(Registration.user_id)).all()
     # The admin's ruleset page shows how far this has got; "done" is written once the job's transaction commits.
-    tracker = progress.track(db.session(), REEVALUATION, challenge_id, version, total)
-    for registration in db.session.scalars(sa.select(Registration).where(Registration.challenge_id == challenge_id)):
-        reevaluate_registration(challenge, registration, ruleset)
-        tracker.step()
+    tracker = progress.track(db.session(), REEVALUATION, challenge_id, version, len(people))
+    for start in range(0, len(people), REEVALUATION_CHUNK):
+        chunk = people[start:start + REEVALUATION_CHUNK]
+        judge_people(chunk, challenge_id=challenge_id)
+        tracker.step(len(chunk))
     for team_id in _team_ids(challenge):
         refresh_team(team_id, ruleset.team_aggregation)
 

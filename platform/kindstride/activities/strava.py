@@ -29,7 +29,7 @@ from flask import current_app
 from flask_babel import gettext as _
 
 from kindstride.accounts.models import User
-from kindstride.activities.evaluation import evaluate_activity, record, resolved_ruleset
+from kindstride.activities.evaluation import evaluate_activity, judge_people, resolved_ruleset
 from kindstride.activities.models import Activity, ActivityResult
 from kindstride.activities.services import add_activity, resolve_overlaps
 from kindstride.activities.strava_models import StravaAthleteRoute, StravaConnection
@@ -564,12 +564,10 @@ def remove_activity(activity):
             refresh_participant(registration_id)
             continue
         later = db.session.scalars(
-            sa.select(Activity).join(ActivityResult, ActivityResult.activity_id == Activity.id)
+            sa.select(Activity.id).join(ActivityResult, ActivityResult.activity_id == Activity.id)
             .where(ActivityResult.registration_id == registration_id, ActivityResult.local_day == day,
-                   Activity.start > start)
-            .order_by(Activity.start, Activity.id)).all()
-        for activity_later in later:
-            record(challenge, registration, activity_later, ruleset)
+                   Activity.start > start)).all()
+        judge_people([registration.user_id], later, challenge_id=challenge_id)
         refresh_participant(registration_id, ruleset.team_aggregation)
 
     changed = []
