@@ -133,7 +133,10 @@ def _check_parts(challenge_id):
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow])
 @given(operations)
-def test_totals_always_equal_a_recomputation(app, operations):
+def test_totals_always_equal_a_recomputation(app, monkeypatch, operations):
+    from kindstride.activities import evaluation
+
+    monkeypatch.setattr(evaluation, "REEVALUATION_CHUNK", 2)  # a few people at a time, as at scale
     tenant_id, challenge_id, people, teams = _setup(app)
     with tenant_scope(tenant_id):
         for operation in operations:
