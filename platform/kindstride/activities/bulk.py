@@ -20,6 +20,9 @@ is written (a failure in any shard rolls every shard back).
 
 It is meant for imports (an event's history, a club's archive, a device vendor's batch): run it when the
 same people are not also being evaluated one activity at a time, as both would judge the same days.
+
+Its judging of a person's days (PlannedActivity, Judging, Membership, Writes, judge_membership) is also what
+queued evaluations and re-evaluations run, a few people at a time (activities.evaluation.judge_people).
 """
 
 import gc
@@ -52,11 +55,6 @@ from kindstride.leaderboards import ranking
 from kindstride.rules.contract import SPORTS, ChallengeContext
 from kindstride.tenancy.scope import RLS_SETTING, tenant_scope
 
-# Team aggregations that have an exact SQL form (score from the members' count and sum); others run in Python.
-SQL_TEAM_AGGREGATIONS = {
-    "rules_plugins.core_rules.teams.SumAggregation": "s.total",
-    "rules_plugins.core_rules.teams.AveragePerMember": "floor(s.total::numeric / s.members)::bigint",
-}
 # column -> type in the temporary tables that binary COPY fills
 ACTIVITY_TYPES = {"id": "int8", "user_id": "int8", "source": "text", "sport": "text", "title": "text",
                   "start": "timestamptz", "elapsed_s": "float8", "moving_s": "float8", "distance_m": "float8",
@@ -124,7 +122,7 @@ class ImportSummary:
             self.results[status] = self.results.get(status, 0) + count
 
 
-class _Act:
+class PlannedActivity:
     """An activity while it is being imported (new) or looked at again (already stored)."""
 
     __slots__ = ("id", "user_id", "source", "sport", "start", "elapsed_s", "moving_s", "distance_m", "has_gps",
@@ -141,7 +139,7 @@ class _Act:
         self.end = start + timedelta(seconds=elapsed_s)
 
 
-class _Judging:
+class Judging:
     """What judging needs of one challenge: its window, time zone and resolved ruleset."""
 
     def __init__(self, challenge, ruleset):
@@ -155,10 +153,10 @@ class _Judging:
                                              counting_end=self.counting_end)
 
 
-class _Membership(NamedTuple):
+class Membership(NamedTuple):
     """A registration the person's activities are judged in."""
 
-    judging: _Judging
+    judging: Judging
     registration_id: int
     team_id: int | None
     counts_from: object
@@ -170,13 +168,13 @@ class _Shard:
 
     users: list = field(default_factory=list)  # user ids, ascending
     new: dict = field(default_factory=lambda: defaultdict(list))  # user -> [(id, ActivityRow)] in id order
-    stored: dict = field(default_factory=lambda: defaultdict(list))  # user -> [_Act]
+    stored: dict = field(default_factory=lambda: defaultdict(list))  # user -> [PlannedActivity]
     results: dict = field(default_factory=dict)  # (registration id, activity id) -> stored result tuple
 
 
 @dataclass
-class _Writes:
-    activities: list = field(default_factory=list)  # (_Act) new, in (user, start) order
+class Writes:
+    activities: list = field(default_factory=list)  # (PlannedActivity) new, in (user, start) order
     changed: list = field(default_factory=list)  # (activity id, duplicate_of_id) of stored activities
     results: list = field(default_factory=list)  # RESULT_COLUMNS tuples
     result_updates: list = field(default_factory=list)  # (result id, *RESULT_COLUMNS[3:])
@@ -210,7 +208,7 @@ def _as_rows(rows):
 def plan_user(user_id, new, stored, memberships, stored_results, writes):
     """Dedup, resolve overlaps and judge one person's new activities (and the stored ones they affect).
 
-    new: [(id, ActivityRow)] in id (= received) order; stored: [_Act]; stored_results: (registration id,
+    new: [(id, ActivityRow)] in id (= received) order; stored: [PlannedActivity]; stored_results: (registration id,
     activity id) -> (result id, status, local_day, decided_by_id, ruleset_version).
     """
     pool = list(stored)
@@ -224,7 +222,7 @@ def plan_user(user_id, new, stored, memberships, stored_results, writes):
             writes.summary.already_stored += 1
             continue
         fingerprints.add(row.fingerprint)
-        activity = _Act(activity_id, user_id, row.source, row.sport, row.start, row.elapsed_s, row.moving_s,
+        activity = PlannedActivity(activity_id, user_id, row.source, row.sport, row.start, row.elapsed_s, row.moving_s,
                         row.distance_m, row.has_gps, row.is_indoor, row.split_paces, row.received_at,
                         row.fingerprint, None, row)
         # resolve_overlaps: the recordings overlapping this one (start before its end, end after its start;
@@ -257,7 +255,7 @@ def plan_user(user_id, new, stored, memberships, stored_results, writes):
             _judge_new(membership, pool, writes)
     elif triggered:
         for membership in memberships:
-            _judge_membership(membership, pool, triggered, stored_results, writes)
+            judge_membership(membership, pool, triggered, stored_results, writes)
 
 
 def _start_key(activity):
@@ -273,7 +271,7 @@ def _day_order(activity):
 
 
 def _judge_new(membership, pool, writes):
-    """_judge_membership for someone with nothing stored: every activity is new (so triggered, with no result
+    """judge_membership for someone with nothing stored: every activity is new (so triggered, with no result
     to keep), and each local day is judged whole, in start order."""
     m = membership.judging
     cutoff = m.cutoff
@@ -298,7 +296,7 @@ def _judge_new(membership, pool, writes):
         writes.registrations.add(membership.registration_id)
 
 
-def _judge_membership(membership, pool, triggered, stored_results, writes):
+def judge_membership(membership, pool, triggered, stored_results, writes):
     m = membership.judging
     cutoff = m.cutoff
     tz_day = {}
@@ -366,7 +364,7 @@ def _judge_one(membership, activity, day, count, distance, stored, writes):
 
 def _plan_shard(shard, memberships_of):
     started = time.perf_counter()
-    writes = _Writes()
+    writes = Writes()
     for user_id in shard.users:
         plan_user(user_id, shard.new.get(user_id, ()), shard.stored.get(user_id, ()),
                   memberships_of.get(user_id, ()), shard.results, writes)
@@ -380,7 +378,7 @@ def _plan_shard(shard, memberships_of):
 
 
 def _memberships(user_ids):
-    """user id -> [_Membership] for active registrations in challenges that are not closed."""
+    """user id -> [Membership] for active registrations in challenges that are not closed."""
     pairs = db.session.execute(
         sa.select(Registration.user_id, Registration.id, Registration.team_id, Registration.counts_from,
                   Registration.challenge_id)
@@ -396,11 +394,11 @@ def _memberships(user_ids):
         if challenge_id not in challenges:
             challenge = db.session.get(Challenge, challenge_id)
             ruleset = resolved_ruleset(challenge)
-            challenges[challenge_id] = _Judging(challenge, ruleset) if ruleset is not None else None
+            challenges[challenge_id] = Judging(challenge, ruleset) if ruleset is not None else None
         judging = challenges[challenge_id]
         if judging is None:
             continue  # scoring is frozen: a missing strategy never falls back
-        out[user_id].append(_Membership(judging, registration_id, team_id, counts_from))
+        out[user_id].append(Membership(judging, registration_id, team_id, counts_from))
     aggregations = {cid: j.ruleset.team_aggregation for cid, j in challenges.items() if j is not None}
     return out, aggregations
 
@@ -419,8 +417,8 @@ def _stored_state(tenant_id, user_ids, shard_of):
     for a in db.session.execute(sa.select(table.c).where(table.c.tenant_id == tenant_id,
                                                           table.c.user_id.in_(users))):
         shard_of(a.user_id).stored[a.user_id].append(
-            _Act(a.id, a.user_id, a.source, a.sport, a.start, a.elapsed_s, a.moving_s, a.distance_m, a.has_gps,
-                 a.is_indoor, a.split_paces, a.received_at, a.fingerprint, a.duplicate_of_id))
+            PlannedActivity(a.id, a.user_id, a.source, a.sport, a.start, a.elapsed_s, a.moving_s, a.distance_m,
+                            a.has_gps, a.is_indoor, a.split_paces, a.received_at, a.fingerprint, a.duplicate_of_id))
         stored_ids.append(a.id)
     if stored_ids:
         for r in db.session.execute(sa.select(ActivityResult.id, ActivityResult.registration_id,
@@ -603,7 +601,7 @@ def _write_generic(tenant_id, writes, now):
 
 def _refresh_teams(tenant_id, team_ids_by_challenge, aggregations):
     """refresh_team for every touched team: one statement per challenge where the aggregation has a SQL form."""
-    from kindstride.leaderboards.services import refresh_team
+    from kindstride.leaderboards.services import refresh_team, sql_team_aggregation, update_team_totals
 
     count = 0
     if _postgres():
@@ -613,22 +611,12 @@ def _refresh_teams(tenant_id, team_ids_by_challenge, aggregations):
         if aggregation is None or not team_ids:
             continue
         count += len(team_ids)
-        strategy, _params = aggregation
-        expression = SQL_TEAM_AGGREGATIONS.get(f"{type(strategy).__module__}.{type(strategy).__qualname__}")
+        expression = sql_team_aggregation(aggregation[0])
         if expression is None or not _postgres():
             for team_id in sorted(team_ids):
                 refresh_team(team_id, aggregation)
             continue
-        db.session.execute(sa.text(f"""
-            UPDATE team_totals tt
-            SET members = s.members, score = {expression}, distance_m = s.distance_m, reached_at = s.reached_at
-            FROM (SELECT team_id, count(*) AS members, coalesce(sum(score), 0) AS total,
-                         coalesce(sum(distance_m), 0)::bigint AS distance_m, max(reached_at) AS reached_at
-                  FROM participant_totals
-                  WHERE tenant_id = :tenant AND team_id = ANY(:teams)
-                  GROUP BY team_id) s
-            WHERE tt.tenant_id = :tenant AND tt.team_id = s.team_id"""),  # noqa: S608 (a fixed expression)
-            {"tenant": tenant_id, "teams": sorted(team_ids)})
+        update_team_totals(tenant_id, sorted(team_ids), expression)
     if _postgres():
         db.session.execute(sa.text("SET LOCAL enable_nestloop = on"))
     return count

@@ -160,7 +160,7 @@ def judge_people(user_ids, activity_ids=None, challenge_id=None):
     activities far before a challenge's window left alone. The verdicts are written in one statement each way
     (new, changed), the participant totals recomputed in one statement and the teams' in one per aggregation.
     Returns what the activity_accepted hook needs, or None when there was nobody to judge."""
-    from kindstride.activities.bulk import _Act, _judge_membership, _Writes
+    from kindstride.activities.bulk import PlannedActivity, Writes, judge_membership
 
     people = sorted(set(user_ids))
     if not people:
@@ -176,16 +176,16 @@ def judge_people(user_ids, activity_ids=None, challenge_id=None):
     pools = defaultdict(list)
     for a in connection.execute(sa.select(*(c[name] for name in PLANNED_COLUMNS))
                                 .where(c.tenant_id == tenant_id, c.user_id.in_(people))):
-        pools[a.user_id].append(_Act(*a))
+        pools[a.user_id].append(PlannedActivity(*a))
     stored = _stored_results(connection, tenant_id, [a.id for pool in pools.values() for a in pool])
     memberships = _memberships(people, challenge_id)
     wanted = None if activity_ids is None else set(activity_ids)
-    writes = _Writes()
+    writes = Writes()
     for user_id in people:
         pool = pools[user_id]
         triggered = pool if wanted is None else [a for a in pool if a.id in wanted]
         for membership in memberships.get(user_id, ()):
-            _judge_membership(membership, pool, triggered, stored, writes)
+            judge_membership(membership, pool, triggered, stored, writes)
     _write_verdicts(tenant_id, writes)
     aggregation_of = {}
     for membership_list in memberships.values():
@@ -200,7 +200,7 @@ def judge_people(user_ids, activity_ids=None, challenge_id=None):
     return memberships, pools, stored, writes
 
 
-# The columns the planner judges by, in the order of its activities' (bulk._Act) arguments.
+# The columns the planner judges by, in the order of its activities' (bulk.PlannedActivity) arguments.
 PLANNED_COLUMNS = ("id", "user_id", "source", "sport", "start", "elapsed_s", "moving_s", "distance_m", "has_gps",
                    "is_indoor", "split_paces", "received_at", "fingerprint", "duplicate_of_id")
 
@@ -219,7 +219,7 @@ def _stored_results(connection, tenant_id, activity_ids):
 def _memberships(user_ids, challenge_id=None):
     """user id -> the bulk planner's memberships: active registrations in challenges that are not closed (or in
     this one) and whose ruleset resolves (scoring is frozen otherwise: a missing strategy never falls back)."""
-    from kindstride.activities.bulk import _Judging, _Membership
+    from kindstride.activities.bulk import Judging, Membership
 
     query = (sa.select(Registration.user_id, Registration.id, Registration.team_id, Registration.counts_from,
                        Registration.challenge_id)
@@ -233,11 +233,11 @@ def _memberships(user_ids, challenge_id=None):
     for challenge in db.session.scalars(sa.select(Challenge).where(
             Challenge.id.in_({r.challenge_id for r in registrations}))):
         ruleset = resolved_ruleset(challenge)
-        judging[challenge.id] = None if ruleset is None else _Judging(challenge, ruleset)
+        judging[challenge.id] = None if ruleset is None else Judging(challenge, ruleset)
     found = defaultdict(list)
     for user_id, registration_id, team_id, counts_from, challenge_id in registrations:
         if judging[challenge_id] is not None:
-            found[user_id].append(_Membership(judging[challenge_id], registration_id, team_id, counts_from))
+            found[user_id].append(Membership(judging[challenge_id], registration_id, team_id, counts_from))
     return found
 
 
