@@ -2,6 +2,7 @@
 evaluation: what a user sees never lags behind a revocation, a suspension or a new activity, and no cache
 answers one tenant with another's data."""
 
+import hashlib
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -371,3 +372,48 @@ def test_a_tokens_last_use_is_recorded_at_most_once_a_minute_on_reads_and_writes
     assert last_used(tokens[0]) == first  # within the minute: not written again
     _run(client, tokens[1], 5, 3)  # a write: recorded with the activity
     assert last_used(tokens[1]) is not None and last_used(tokens[1]) >= before
+
+
+def test_the_same_activity_posted_twice_at_once_is_stored_once(app, tenants):
+    """Two requests with one activity (say, a retry after a timeout): the second, which could not yet see the
+    first's uncommitted row, waits at the insert and then answers with the stored activity instead of failing."""
+    import threading
+
+    from kindstride.activities.models import Activity
+    from kindstride.tenancy.scope import RLS_SETTING
+
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("a concurrent insert waits on PostgreSQL's unique index")
+    token = _event(tenants["alpha"], runners=1)[0]
+    client = app.test_client().on("alpha")
+    start = NOW - timedelta(hours=3)
+    body = {"sport": "run", "start": start.isoformat(), "moving_s": 1500, "elapsed_s": 1520, "distance_m": 5000,
+            "external_id": "watch-sync-42"}
+    with tenant_scope(tenants["alpha"]):
+        user_id = db.session.scalar(sa.select(User.id).where(User.email == "r0@example.com"))
+        db.session.rollback()
+    fingerprint = hashlib.sha256(b"api|watch-sync-42").hexdigest()
+    with db.engine.connect() as first:  # the first request, its transaction still open
+        first.execute(sa.text("SELECT set_config(:name, :tenant, true)"),
+                      {"name": RLS_SETTING, "tenant": str(tenants["alpha"])})
+        first_id = first.execute(sa.insert(Activity.__table__).returning(Activity.__table__.c.id), {
+            "tenant_id": tenants["alpha"], "user_id": user_id, "source": "api", "sport": "run", "start": start,
+            "elapsed_s": 1520.0, "moving_s": 1500.0, "distance_m": 5000.0, "fingerprint": fingerprint,
+            "external_id": "watch-sync-42", "received_at": NOW}).scalar()
+        answers = []
+        second = threading.Thread(target=lambda: answers.append(
+            client.post("/api/v1/activities", headers=_bearer(token), json=body)))
+        second.start()
+        deadline = time.monotonic() + 30
+        while not db.session.execute(sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' "
+                                             "AND NOT granted")).scalar():
+            db.session.rollback()
+            assert time.monotonic() < deadline and second.is_alive(), f"the second never waited: {answers}"
+        db.session.rollback()
+        first.commit()
+        second.join(30)
+    assert not second.is_alive() and answers[0].status_code == 201, answers[0].get_data(as_text=True)
+    assert answers[0].json["id"] == first_id
+    with tenant_scope(tenants["alpha"]):
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Activity)
+                                 .where(Activity.fingerprint == fingerprint)) == 1
