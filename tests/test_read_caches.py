@@ -282,6 +282,16 @@ def test_hot_reads_answer_from_the_caches_exactly_as_the_views_do(app, tenants):
     assert client.get(ME, headers=_bearer(tokens[1])).status_code == 503
 
 
+def _wait_until_blocked(locktype, thread, failure):
+    """Until some transaction waits for a lock of this type (the thread's, which must still be running)."""
+    deadline = time.monotonic() + 30
+    while not db.session.execute(sa.text("SELECT count(*) FROM pg_locks WHERE locktype = :type AND NOT granted"),
+                                 {"type": locktype}).scalar():
+        db.session.rollback()
+        assert time.monotonic() < deadline and thread.is_alive(), failure
+    db.session.rollback()
+
+
 def test_a_batch_judges_an_activity_as_stored_once_it_holds_the_owners_lock(app, tenants):
     """A request may make an activity a duplicate while a batch waits for its owner: the batch must judge what
     is stored when it gets the lock, or its stale verdict lands after the newer batch's correct one."""
@@ -314,12 +324,7 @@ def test_a_batch_judges_an_activity_as_stored_once_it_holds_the_owners_lock(app,
 
         waiting = threading.Thread(target=batch)
         waiting.start()
-        deadline = time.monotonic() + 30
-        while not db.session.execute(sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
-                                             "AND NOT granted")).scalar():
-            db.session.rollback()
-            assert time.monotonic() < deadline and waiting.is_alive(), f"the batch never waited: {errors}"
-        db.session.rollback()
+        _wait_until_blocked("advisory", waiting, f"the batch never waited: {errors}")
         with tenant_scope(tenants["alpha"]):
             db.session.execute(sa.update(Activity).where(Activity.id == first).values(duplicate_of_id=second))
             db.session.commit()
@@ -404,12 +409,7 @@ def test_the_same_activity_posted_twice_at_once_is_stored_once(app, tenants):
         second = threading.Thread(target=lambda: answers.append(
             client.post("/api/v1/activities", headers=_bearer(token), json=body)))
         second.start()
-        deadline = time.monotonic() + 30
-        while not db.session.execute(sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' "
-                                             "AND NOT granted")).scalar():
-            db.session.rollback()
-            assert time.monotonic() < deadline and second.is_alive(), f"the second never waited: {answers}"
-        db.session.rollback()
+        _wait_until_blocked("transactionid", second, f"the second never waited: {answers}")
         first.commit()
         second.join(30)
     assert not second.is_alive() and answers[0].status_code == 201, answers[0].get_data(as_text=True)
