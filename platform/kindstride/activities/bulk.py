@@ -405,30 +405,22 @@ def _memberships(user_ids):
 
 def _stored_state(tenant_id, user_ids, shard_of):
     """The activities (into their shards) and results already stored for these people."""
-    results = {}
+    from kindstride.activities.evaluation import PLANNED_COLUMNS, stored_results
+
     if not user_ids:
-        return results
-    table = Activity.__table__
+        return {}
+    c = Activity.__table__.c
     if _postgres():
         users = sa.select(sa.func.unnest(sa.cast(sorted(user_ids), sa.ARRAY(sa.BigInteger))))
     else:
         users = sorted(user_ids)
+    connection = db.session.connection()
     stored_ids = []
-    for a in db.session.execute(sa.select(table.c).where(table.c.tenant_id == tenant_id,
-                                                          table.c.user_id.in_(users))):
-        shard_of(a.user_id).stored[a.user_id].append(
-            PlannedActivity(a.id, a.user_id, a.source, a.sport, a.start, a.elapsed_s, a.moving_s, a.distance_m,
-                            a.has_gps, a.is_indoor, a.split_paces, a.received_at, a.fingerprint, a.duplicate_of_id))
+    for a in connection.execute(sa.select(*(c[name] for name in PLANNED_COLUMNS))
+                                .where(c.tenant_id == tenant_id, c.user_id.in_(users))):
+        shard_of(a.user_id).stored[a.user_id].append(PlannedActivity(*a))
         stored_ids.append(a.id)
-    if stored_ids:
-        for r in db.session.execute(sa.select(ActivityResult.id, ActivityResult.registration_id,
-                                              ActivityResult.activity_id, ActivityResult.status,
-                                              ActivityResult.local_day, ActivityResult.decided_by_id,
-                                              ActivityResult.ruleset_version)
-                                    .where(ActivityResult.activity_id.in_(stored_ids))):
-            results[(r.registration_id, r.activity_id)] = (r.id, r.status, r.local_day, r.decided_by_id,
-                                                           r.ruleset_version)
-    return results
+    return stored_results(connection, tenant_id, stored_ids) if stored_ids else {}
 
 
 def _postgres():

@@ -177,7 +177,7 @@ def judge_people(user_ids, activity_ids=None, challenge_id=None):
     for a in connection.execute(sa.select(*(c[name] for name in PLANNED_COLUMNS))
                                 .where(c.tenant_id == tenant_id, c.user_id.in_(people))):
         pools[a.user_id].append(PlannedActivity(*a))
-    stored = _stored_results(connection, tenant_id, [a.id for pool in pools.values() for a in pool])
+    stored = stored_results(connection, tenant_id, [a.id for pool in pools.values() for a in pool])
     memberships = _memberships(people, challenge_id)
     wanted = None if activity_ids is None else set(activity_ids)
     writes = Writes()
@@ -205,7 +205,7 @@ PLANNED_COLUMNS = ("id", "user_id", "source", "sport", "start", "elapsed_s", "mo
                    "is_indoor", "split_paces", "received_at", "fingerprint", "duplicate_of_id")
 
 
-def _stored_results(connection, tenant_id, activity_ids):
+def stored_results(connection, tenant_id, activity_ids):
     """(registration id, activity id) -> (result id, status, local day, decided by, ruleset version)."""
     table = ActivityResult.__table__
     c = table.c
