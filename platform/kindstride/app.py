@@ -38,16 +38,19 @@ def init_logging(app):
 def init_database(app):
     from kindstride import models  # noqa: F401  (every model, so metadata and migrations see them all)
     from kindstride.config import REPO_ROOT
-    from kindstride.db import db
+    from kindstride.db import db, refuse_dead_connection
 
     app.config["SQLALCHEMY_DATABASE_URI"] = app.config["DATABASE_URL"]
-    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+    postgres = app.config["DATABASE_URL"].startswith("postgresql")
+    # PostgreSQL connections are checked without a round trip when the pool hands them out (refuse_dead_connection)
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": not postgres})
     db.init_app(app)
     Migrate(app, db, directory=str(REPO_ROOT / MIGRATIONS_DIR), compare_type=True)
-    if app.config["DATABASE_URL"].startswith("postgresql"):
+    if postgres:
         with app.app_context():
             # Checked on the pool's first connection, not here: `db upgrade` must run before the role exists.
             event.listen(db.engine, "first_connect", _refuse_privileged_role)
+            event.listen(db.engine, "checkout", refuse_dead_connection)
 
 
 def _refuse_privileged_role(dbapi_connection, _record):

@@ -5,6 +5,7 @@ tenant rows through composite (tenant_id, <ref>_id) foreign keys, so a row can n
 another tenant. Queries on these tables are filtered by the tenancy scope (kindstride.tenancy.scope).
 """
 
+import select
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -28,6 +29,19 @@ db = SQLAlchemy(model_class=Base)
 
 # BIGINT on PostgreSQL; INTEGER on SQLite, where only INTEGER PRIMARY KEY autoincrements.
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def refuse_dead_connection(dbapi_connection, _record, _proxy):
+    """The pool's pre-ping without a round trip (pool "checkout" event, PostgreSQL): an idle connection has
+    nothing to read until it sends a query, so anything readable means the server hung up or is about to (a
+    restart or pg_terminate_backend sends a FATAL message, then closes). DisconnectionError makes the pool
+    discard the connection and hand out a new one."""
+    if dbapi_connection.closed:
+        raise sa.exc.DisconnectionError("the connection was closed")
+    poller = select.poll()
+    poller.register(dbapi_connection.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+    if poller.poll(0):
+        raise sa.exc.DisconnectionError("the server spoke or hung up while the connection was idle")
 
 
 def utcnow():
