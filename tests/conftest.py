@@ -66,6 +66,8 @@ def backend(tmp_path_factory):
 def _config(settings, **extra):
     return {
         "ENV": "test",
+        "DRAIN_LINGER_SECONDS": 0,  # a drain neither waits for calls nor paces its batches (test_jobs checks both)
+        "DRAIN_BATCH_INTERVAL_SECONDS": 0,
         "SECRET_KEY": "test-secret-key",
         "BASE_DOMAIN": BASE_DOMAIN,
         "PREFERRED_URL_SCHEME": "http",

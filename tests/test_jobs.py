@@ -118,3 +118,83 @@ def test_one_drain_per_tenant_takes_on_the_calls_queued_while_it_runs(app, tenan
     assert queue.count == 1
     run_queued_jobs(app)
     assert BATCHES[-1] == (["next day"], 0)
+
+
+def _drain_with_requests(app, requests, ready):
+    """Run the queued jobs (in this thread: rq's worker wants the main thread's signals) while another thread,
+    once ready(redis) is true, runs each of `requests` (tenant, calls to enqueue) in a transaction of its own.
+    Returns how many jobs were queued right after each request."""
+    import threading
+    import time
+
+    from rq import Queue
+
+    from kindstride.jobs.queue import redis_connection
+
+    redis = redis_connection()
+    queued = []
+
+    def requester():
+        with app.app_context():
+            deadline = time.monotonic() + 30
+            while not ready(redis):
+                if time.monotonic() > deadline:
+                    return
+            for tenant, calls in requests:
+                with tenant_scope(tenant):
+                    for func, *args in calls:
+                        enqueue(func, *args)
+                    db.session.commit()
+                queued.append(Queue("default", connection=redis).count)
+
+    thread = threading.Thread(target=requester)
+    thread.start()
+    run_queued_jobs(app)
+    thread.join(timeout=30)
+    return queued
+
+
+def _needs_redis(app):
+    if not app.config["REDIS_URL"]:
+        import pytest
+
+        pytest.skip("needs Redis (KINDSTRIDE_REQUIRE_SERVICES=1 fails instead)")
+
+
+def _first_call(tenant):
+    BATCHES.clear()
+    with tenant_scope(tenant):
+        enqueue(_batched_call, "first")
+        db.session.commit()
+
+
+def test_an_idle_drain_waits_for_the_next_call_until_another_job_wants_the_worker(app, tenants):
+    """Under a steady stream the same drain job takes the next call (no new job, fork and connections per
+    call), and it gives the worker up as soon as another job is queued."""
+    _needs_redis(app)
+    app.config["DRAIN_LINGER_SECONDS"] = 60
+    _first_call(tenants["alpha"])
+    queued = _drain_with_requests(app, [
+        (tenants["alpha"], [(_batched_call, "while it waits")]),
+        (tenants["beta"], [(purge_spent_account_tokens,)]),  # another job wants the worker: the drain gives way
+    ], ready=lambda redis: any(client.get("cmd") == "blmove" for client in redis.client_list()))
+    assert queued[:1] == [0], "the drain ended instead of waiting for the next call"
+    assert [calls for calls, _jobs_waiting in BATCHES] == [["first"], ["late"], ["while it waits"]]
+
+
+def test_a_drain_gathers_the_calls_that_arrive_between_its_batches(app, tenants, monkeypatch):
+    """A batch's fixed cost is shared by the calls that arrive while the drain paces its batches; a full
+    batch, or another job waiting for the worker, ends the wait."""
+    from kindstride.jobs import queue
+
+    _needs_redis(app)
+    monkeypatch.setattr(queue, "BATCH_SIZE", 3)
+    app.config["DRAIN_BATCH_INTERVAL_SECONDS"] = 60
+    _first_call(tenants["alpha"])  # its batch queues "late"; then the drain waits for a full batch
+    queued = _drain_with_requests(app, [
+        (tenants["alpha"], [(_batched_call, "second"), (_batched_call, "third")]),
+        (tenants["alpha"], [(_batched_call, "fourth")]),
+        (tenants["beta"], [(purge_spent_account_tokens,)]),
+    ], ready=lambda redis: len(BATCHES) == 1)
+    assert queued[:2] == [0, 0]
+    assert [calls for calls, _jobs_waiting in BATCHES] == [["first"], ["late", "second", "third"], ["fourth"]]

@@ -359,16 +359,18 @@ class Bench:
             f"{self.figures['jobs_in_process_per_s']}/s in-process")
 
     def wait_for_jobs(self, redis, timeout):
+        """Until no job is queued and no batched call waits or runs (a drain job that only waits for more calls
+        is done with its work)."""
         from rq import Queue
-        from rq.registry import StartedJobRegistry
 
         from kindstride.jobs.queue import QUEUES
 
         deadline = time.monotonic() + timeout
         quiet = 0
         while time.monotonic() < deadline:
-            busy = sum(Queue(q, connection=redis).count + StartedJobRegistry(q, connection=redis).count
-                       for q in QUEUES)
+            calls = [key for key in redis.scan_iter(match="kindstride:t*:batch:*")
+                     if not key.endswith(b":scheduled")]
+            busy = sum(Queue(q, connection=redis).count for q in QUEUES) + sum(redis.llen(key) for key in calls)
             quiet = quiet + 1 if busy == 0 else 0
             if quiet >= 3:
                 return True

@@ -7,7 +7,10 @@ BATCH_SIZE calls at a time, and runs them through the batch function in one tran
 empty; then it clears the flag and looks once more (a call pushed just before the flag was cleared scheduled
 nothing: the job takes it on if it can set the flag again). So one drain per tenant runs at a time, and under
 load each batch holds everything that arrived during the one before: the cost of a batch (its queries, its
-commit) is shared by more calls the busier it gets. The calls a drain job has taken are kept on a list named by its job
+commit) is shared by more calls the busier it gets. A drain paces itself so that this holds under a steady
+stream too: it starts a batch at most every DRAIN_BATCH_INTERVAL_SECONDS (unless a full batch waits), and when
+the list is empty it waits up to DRAIN_LINGER_SECONDS for the next call before ending; either wait ends as soon
+as another job is queued for the worker. The calls a drain job has taken are kept on a list named by its job
 id until their transaction commits, so a retried job (rq's Retry, or after a crashed worker) runs them again; if a
 batch fails, its calls are run one at a time and only the failing ones stay for the retry. A fork per job (rq's
 default worker) is paid once per batch instead of once per activity.
@@ -15,6 +18,7 @@ default worker) is paid once per batch instead of once per activity.
 
 import json
 import logging
+import time
 import uuid
 
 from flask import current_app
@@ -35,6 +39,11 @@ _PENDING = "kindstride.pending_jobs"
 BATCH_SIZE = 200  # calls per transaction of a drain job
 BATCHES_PER_JOB = 25  # then the drain job hands over to a new one (other tenants' jobs get a turn)
 PROCESSING_TTL = 7 * 86400
+# A drain's pace (config keys of the same names; tests set both to 0): an idle drain waits this long for more
+# calls, and starts a batch at most this often, unless a full batch waits.
+DRAIN_LINGER_SECONDS = 1.0
+DRAIN_BATCH_INTERVAL_SECONDS = 0.25
+WAIT_STEP = 0.05  # seconds between a waiting drain's looks at whether another job waits for the worker
 
 
 def job_path(func) -> str:
@@ -152,14 +161,18 @@ def _schedule_drain(app, tenant_id, batch_path, queue, key):
         raise
 
 
-# Move up to ARGV[1] calls from the tenant's list to the job's processing list.
+# Move calls from the tenant's list to the job's processing list until it holds ARGV[1]; return what it holds.
 _TAKE = """
-local items = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
-if #items == 0 then return items end
-redis.call('LTRIM', KEYS[1], #items, -1)
-redis.call('RPUSH', KEYS[2], unpack(items))
+local wanted = tonumber(ARGV[1]) - redis.call('LLEN', KEYS[2])
+if wanted > 0 then
+  local items = redis.call('LRANGE', KEYS[1], 0, wanted - 1)
+  if #items > 0 then
+    redis.call('LTRIM', KEYS[1], #items, -1)
+    redis.call('RPUSH', KEYS[2], unpack(items))
+  end
+end
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[2]))
-return items
+return redis.call('LRANGE', KEYS[2], 0, -1)
 """
 
 
@@ -182,17 +195,50 @@ def drain_batch(batch_path, queue="default"):
     processing = f"{key}:processing:{job.id if job is not None else uuid.uuid4().hex}"
     func = resolve(batch_path)
     take = redis.register_script(_TAKE)
+    linger = float(current_app.config.get("DRAIN_LINGER_SECONDS", DRAIN_LINGER_SECONDS))
+    interval = float(current_app.config.get("DRAIN_BATCH_INTERVAL_SECONDS", DRAIN_BATCH_INTERVAL_SECONDS))
     for _ in range(BATCHES_PER_JOB):
-        items = redis.lrange(processing, 0, -1) or take(keys=[key, processing], args=[BATCH_SIZE, PROCESSING_TTL])
+        items = take(keys=[key, processing], args=[BATCH_SIZE, PROCESSING_TTL])
+        if not items and _wait_for_call(redis, key, processing, linger):
+            items = take(keys=[key, processing], args=[BATCH_SIZE, PROCESSING_TTL])
         if not items:
             redis.delete(flag)
             if not redis.llen(key) or not redis.set(flag, 1, nx=True, ex=JOB_TIMEOUT):
                 return  # empty, or a newer push scheduled the next drain
             continue
+        started = time.monotonic()
         _run_batch(func, [json.loads(item) for item in items], redis, processing)
+        _gather_calls(redis, key, started + interval)
     # Enough for one job: a new one (the flag held for it) carries on, after other tenants' jobs had a turn.
     redis.set(flag, 1, ex=JOB_TIMEOUT)
     _schedule_drain(current_app._get_current_object(), tenant_id, batch_path, queue, key)
+
+
+def _wait_for_call(redis, key, processing, linger):
+    """Wait up to `linger` seconds for the next call, while no other job waits for a worker: under a steady
+    stream the same drain takes it on, rather than ending and leaving the next call a new job (a fork, and
+    new database and Redis connections). True once a call is on the processing list."""
+    waited = 0.0
+    while waited < linger and not _other_jobs_waiting(redis):
+        step = min(WAIT_STEP, linger - waited)
+        if redis.blmove(key, processing, step, "LEFT", "RIGHT") is not None:
+            return True
+        waited += step
+    return False
+
+
+def _gather_calls(redis, key, until):
+    """Before the next batch, wait until `until` (time.monotonic) for calls to gather: a batch's fixed cost
+    (its reads of memberships and rulesets, its totals, its commit) is then shared by all that arrived
+    meanwhile. It starts at once when a full batch waits, or another job waits for the worker."""
+    while (remaining := until - time.monotonic()) > 0:
+        if redis.llen(key) >= BATCH_SIZE or _other_jobs_waiting(redis):
+            return
+        time.sleep(min(WAIT_STEP, remaining))
+
+
+def _other_jobs_waiting(redis):
+    return any(Queue(name, connection=redis).count for name in QUEUES)
 
 
 def _run_batch(func, calls, redis, processing):
