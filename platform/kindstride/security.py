@@ -74,6 +74,8 @@ def init_security(app):
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
         RATELIMIT_STORAGE_URI=app.config["REDIS_URL"] or "memory://",
         RATELIMIT_HEADERS_ENABLED=True,
+        # Each attempt counts for a full window: a fixed window would allow twice the limit across its boundary.
+        RATELIMIT_STRATEGY="moving-window",
         # Redis unreachable: limits are counted in this process's memory until it is back, rather than every
         # rate-limited page (sign-in, sign-up, password reset) failing with a 500.
         RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
