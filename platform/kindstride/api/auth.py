@@ -10,7 +10,6 @@ a minute per token (LAST_USED_GRANULARITY), not on every request.
 """
 
 import functools
-import json
 import logging
 import random
 import threading
@@ -55,13 +54,13 @@ def token_required(scope):
             found = _authenticate(token.strip())
             if found is None:
                 abort(401, message="Authorization: the token is unknown, expired or revoked on this site")
-            user, api_token, roles = found
-            if scope not in api_token.scopes:
+            user, scopes, roles = found
+            if scope not in scopes:
                 abort(403, message=f"Authorization: the token lacks the {scope!r} scope")
             # A role taken away after the token was made takes its privileged scope with it.
             if scope in PRIVILEGED_SCOPES and not roles & PRIVILEGED_SCOPES[scope]:
                 abort(403, message=f"Authorization: the {scope!r} scope needs a role this account no longer has")
-            g.user, g.api_token, g.roles = user, api_token, roles
+            g.user, g.roles = user, roles
             return view(*args, **kwargs)
 
         return wrapper
@@ -79,15 +78,17 @@ _NEW_USERS = "kindstride.auth_new_users"  # session.info: ids of the accounts cr
 
 
 class _Entry:
-    __slots__ = ("expires", "generation", "local", "user", "token", "roles", "last_used_at")
+    __slots__ = ("expires", "generation", "local", "user", "token", "roles", "last_used_at", "scopes")
 
     def __init__(self, expires, generation, local, user, token, roles, last_used_at):
         self.expires, self.generation, self.local = expires, generation, local
         self.user, self.token, self.roles, self.last_used_at = user, token, roles, last_used_at
+        self.scopes = frozenset(token.values()["scopes"] or ())
 
 
 def _authenticate(token):
-    """(user, api token, roles) for a valid token of the current tenant, or None."""
+    """(user, the token's scopes, roles) for a valid token of the current tenant, or None. The token itself is
+    only read (its last use is recorded with one UPDATE): it stays a cached row, not an object of the session."""
     tenant_id = current_tenant_id()
     if tenant_id is None:
         return None  # a token is only ever a token on its own tenant's site
@@ -114,9 +115,8 @@ def _authenticate(token):
                     _cache[key] = entry
     if entry.token["expires_at"] < utcnow():
         return None
-    user, api_token = attach_cached(User, entry.user), attach_cached(ApiToken, entry.token)
-    _record_use(entry, api_token)
-    return user, api_token, entry.roles
+    _record_use(entry)
+    return attach_cached(User, entry.user), entry.scopes, entry.roles
 
 
 def _read_token(tenant_id, token_hash):
@@ -159,7 +159,7 @@ def cached_caller(tenant_id, token, scope):
     if entry is None or entry.expires <= time.monotonic() or entry.local != _local_generation:
         return None
     now = utcnow()
-    if entry.token["expires_at"] < now or scope not in json.loads(entry.token.json or "{}").get("scopes", ()):
+    if entry.token["expires_at"] < now or scope not in entry.scopes:
         return None
     if entry.last_used_at is None or now - entry.last_used_at >= LAST_USED_GRANULARITY:
         return None  # last_used_at is due: token_required records it
@@ -168,15 +168,15 @@ def cached_caller(tenant_id, token, scope):
     return entry.user.id, (_generation_key(tenant_id), entry.generation)
 
 
-def _record_use(entry, api_token):
+def _record_use(entry):
     """last_used_at, at most once a minute per token and process."""
     now = utcnow()
     if entry.last_used_at is not None and now - entry.last_used_at < LAST_USED_GRANULARITY:
         return
     entry.last_used_at = now
     # On the connection, not through the session: bookkeeping, no change of access (no generation bump).
-    db.session.connection().execute(_RECORD_USE, {"in_tenant": api_token.tenant_id, "token_id": api_token.id,
-                                                  "now": now})
+    db.session.connection().execute(_RECORD_USE, {"in_tenant": entry.token["tenant_id"],
+                                                  "token_id": entry.token["id"], "now": now})
     if request.method in READ_METHODS:
         _commit_bookkeeping()  # a write's own commit records it
 
