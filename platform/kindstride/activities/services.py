@@ -2,8 +2,8 @@
 
 import functools
 import hashlib
-import math
-from datetime import timedelta
+import json
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 import sqlalchemy as sa
@@ -91,51 +91,55 @@ class _Recording:
 
 
 def store_activity(user_id, **fields) -> StoredActivity:
-    """add_activity in as few statements as it takes (it is every API request's work): one reads what this person
-    has with the same fingerprint or overlapping in time, one inserts; only a new best recording of a run already
-    stored also updates the others. Its evaluation (and theirs, when they change) is queued. The statements are
-    built once and run on the session's connection: no ORM work per request (tenant_id is in each of them, and
+    """add_activity in as few statements as it takes (it is every API request's work): one inserts, unless this
+    person has the fingerprint already, and returns the person's recordings that start before this one ends;
+    only when this one is not the best recording of its run, or becomes the best of a run already stored, are
+    the standings updated. Its evaluation (and theirs, when they change) is queued. The statements are built
+    once and run on the session's connection: no ORM work per request (tenant_id is in each of them, and
     row-level security holds them to the tenant in any case)."""
     statements = _statements(db.session.get_bind().dialect.name)
     connection = db.session.connection()
     tenant_id = require_tenant_id()
     start, fingerprint = fields["start"], fields["fingerprint"]
     person = {"tenant_id": tenant_id, "user_id": user_id, "fingerprint": fingerprint}
-    found = connection.execute(statements.find,
-                               {**person, "end": start + timedelta(seconds=fields["elapsed_s"])}).all()
-    for row in found:
-        if row.fingerprint == fingerprint:
-            return StoredActivity(row.id, False, row.duplicate_of_id, row.received_at)
     received_at = utcnow()
-    # Its id is not known before the INSERT, but it is larger than every id this statement could see.
-    new = _Recording(math.inf, fields["source"], received_at, start, fields["elapsed_s"], None)
-    cluster = [new] + [_Recording(r.id, r.source, r.received_at, r.start, r.elapsed_s, r.duplicate_of_id)
-                       for r in found if r.start + timedelta(seconds=r.elapsed_s) > start]
-    primary = _primary(cluster)
-    duplicate_of_id = None if primary is new else primary.id
-    new.id = connection.execute(statements.insert, {**fields, **person, "received_at": received_at,
-                                                    "duplicate_of_id": duplicate_of_id}).scalar()
-    if new.id is None:  # a concurrent request stored the same fingerprint first
-        row = next(r for r in connection.execute(statements.find, {**person, "end": start})
-                   if r.fingerprint == fingerprint)
+    inserted = connection.execute(statements.insert, {
+        **fields, **person, "received_at": received_at, "duplicate_of_id": None, "of_tenant": tenant_id,
+        "of_user": user_id, "end": start + timedelta(seconds=fields["elapsed_s"])}).first()
+    if inserted is None:  # stored before (or by a concurrent request, whose commit the insert waited for)
+        row = connection.execute(statements.find, person).one()
         return StoredActivity(row.id, False, row.duplicate_of_id, row.received_at)
+    # Every recording the insert's snapshot saw has a smaller id than this one (the tie-break of _primary).
+    new = _Recording(inserted.id, fields["source"], received_at, start, fields["elapsed_s"], None)
+    cluster = [new] + [_Recording(id_, source, _moment(received), _moment(begun), elapsed, duplicate_of)
+                       for id_, source, received, begun, elapsed, duplicate_of in json.loads(inserted.earlier)
+                       if id_ != new.id and _moment(begun) + timedelta(seconds=elapsed) > start]
+    primary = _primary(cluster)
     from kindstride.activities.evaluation import evaluate_activity
 
     count_after_commit("activities_created", fields["source"])
     enqueue(evaluate_activity, new.id)
-    for member in cluster[1:]:
+    for member in cluster:
         wanted = None if member is primary else primary.id
         if member.duplicate_of_id != wanted:
             connection.execute(statements.mark, {"in_tenant": tenant_id, "activity_id": member.id,
                                                  "duplicate_of": wanted})
-            _forget_loaded(member.id)
-            enqueue(evaluate_activity, member.id)
-    return StoredActivity(new.id, True, duplicate_of_id, received_at)
+            if member is not new:
+                _forget_loaded(member.id)
+                enqueue(evaluate_activity, member.id)
+    return StoredActivity(new.id, True, None if primary is new else primary.id, received_at)
+
+
+def _moment(text):
+    """A timestamp from the JSON the insert returns: ISO 8601 with its offset (PostgreSQL), or UTC without one
+    (SQLite stores them so)."""
+    moment = datetime.fromisoformat(text)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 class _Statements(NamedTuple):
-    find: object
     insert: object
+    find: object
     mark: object
 
 
@@ -144,14 +148,25 @@ def _statements(dialect):
     """store_activity's statements in this database's dialect (built once: each request only binds values)."""
     table = Activity.__table__
     c = table.c
-    person = (c.tenant_id == sa.bindparam("tenant_id"), c.user_id == sa.bindparam("user_id"))
-    find = sa.select(c.id, c.fingerprint, c.source, c.received_at, c.start, c.elapsed_s, c.duplicate_of_id).where(
-        *person, sa.or_(c.fingerprint == sa.bindparam("fingerprint"), c.start < sa.bindparam("end")))
+    earlier = table.alias("earlier")
+    e = earlier.c
+    pack = ((sa.func.json_agg, sa.func.json_build_array) if dialect == "postgresql"
+            else (sa.func.json_group_array, sa.func.json_array))
+    # The person's recordings that start before this one ends (PostgreSQL's snapshot is the statement's start,
+    # SQLite's includes the new row).
+    listed = pack[0](pack[1](e.id, e.source, e.received_at, e.start, e.elapsed_s, e.duplicate_of_id))
+    others = (sa.select(sa.func.coalesce(sa.cast(listed, sa.Text), "[]"))
+              .where(e.tenant_id == sa.bindparam("of_tenant"), e.user_id == sa.bindparam("of_user"),
+                     e.start < sa.bindparam("end")).scalar_subquery())
     insert = ((postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-              .on_conflict_do_nothing(index_elements=["tenant_id", "user_id", "fingerprint"]).returning(c.id))
+              .on_conflict_do_nothing(index_elements=["tenant_id", "user_id", "fingerprint"])
+              .returning(c.id, others.label("earlier")))
+    find = sa.select(c.id, c.received_at, c.duplicate_of_id).where(
+        c.tenant_id == sa.bindparam("tenant_id"), c.user_id == sa.bindparam("user_id"),
+        c.fingerprint == sa.bindparam("fingerprint"))
     mark = (sa.update(table).where(c.tenant_id == sa.bindparam("in_tenant"), c.id == sa.bindparam("activity_id"))
             .values(duplicate_of_id=sa.bindparam("duplicate_of")))
-    return _Statements(find, insert, mark)
+    return _Statements(insert, find, mark)
 
 
 def _forget_loaded(activity_id):
