@@ -13,12 +13,12 @@ from kindstride.api.auth import BEARER, token_required
 from kindstride.api.common import refuse
 from kindstride.db import db
 from kindstride.rules.messages import reason_message
-from kindstride.security import limiter
+from kindstride.security import exempt_from_rate_limits
 from kindstride.web.sites import tenant_site_only
 
 blp = Blueprint("api_activities", __name__, url_prefix="/api/v1", description="Activities and verdicts")
 blp.before_request(tenant_site_only)
-limiter.exempt(blp)  # no limits here: the rate limiter's per-request bookkeeping would be all it did
+exempt_from_rate_limits(blp)  # no limits here: the rate limiter's per-request bookkeeping would be all it did
 
 
 class ReasonSchema(Schema):

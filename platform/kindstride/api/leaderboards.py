@@ -13,7 +13,7 @@ from kindstride.api.common import challenge_or_404
 from kindstride.challenges.services import registration_of
 from kindstride.leaderboards import ranking
 from kindstride.leaderboards import services as boards
-from kindstride.security import limiter
+from kindstride.security import exempt_from_rate_limits
 from kindstride.tenancy.scope import require_tenant_id
 from kindstride.web.sites import tenant_site_only
 
@@ -21,7 +21,7 @@ blp = Blueprint("api_leaderboards", __name__, url_prefix="/api/v1", description=
 blp.before_request(tenant_site_only)
 # Public reads served from Redis at the framework's pace: no rate limit applies to them (no default limits are
 # configured), so the limiter's per-request bookkeeping is skipped.
-limiter.exempt(blp)
+exempt_from_rate_limits(blp)
 CACHED_PAGES = 20  # the first pages of each board (unfiltered or by gender, age group, team) are kept in Redis
 
 
