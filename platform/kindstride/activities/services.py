@@ -11,7 +11,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate
 from sqlalchemy.dialects import postgresql, sqlite
 
 from kindstride.activities.models import SOURCE_RANK, Activity
-from kindstride.db import db, utcnow
+from kindstride.db import UTCDateTime, db, utcnow
 from kindstride.jobs import enqueue
 from kindstride.ops.metrics import count_after_commit
 from kindstride.rules.contract import SPORTS
@@ -92,7 +92,7 @@ class _Recording:
 
 def store_activity(user_id, **fields) -> StoredActivity:
     """add_activity in as few statements as it takes (it is every API request's work): one inserts, unless this
-    person has the fingerprint already, and returns the person's recordings that start before this one ends;
+    person has the fingerprint already, and returns the person's recordings that overlap this one;
     only when this one is not the best recording of its run, or becomes the best of a run already stored, are
     the standings updated. Its evaluation (and theirs, when they change) is queued. The statements are built
     once and run on the session's connection: no ORM work per request (tenant_id is in each of them, and
@@ -105,7 +105,8 @@ def store_activity(user_id, **fields) -> StoredActivity:
     received_at = utcnow()
     inserted = connection.execute(statements.insert, {
         **fields, **person, "received_at": received_at, "duplicate_of_id": None, "of_tenant": tenant_id,
-        "of_user": user_id, "end": start + timedelta(seconds=fields["elapsed_s"])}).first()
+        "of_user": user_id, "end": start + timedelta(seconds=fields["elapsed_s"]),
+        "after": start - timedelta(seconds=1)}).first()
     if inserted is None:  # stored before (or by a concurrent request, whose commit the insert waited for)
         row = connection.execute(statements.find, person).one()
         return StoredActivity(row.id, False, row.duplicate_of_id, row.received_at)
@@ -152,12 +153,18 @@ def _statements(dialect):
     e = earlier.c
     pack = ((sa.func.json_agg, sa.func.json_build_array) if dialect == "postgresql"
             else (sa.func.json_group_array, sa.func.json_array))
-    # The person's recordings that start before this one ends (PostgreSQL's snapshot is the statement's start,
-    # SQLite's includes the new row).
+    # The person's recordings that overlap this one: they start before it ends and end after `after`, a second
+    # before it starts (store_activity decides exactly; the margin covers how each side rounds the end).
+    # PostgreSQL's snapshot is the statement's start; SQLite's includes the new row.
+    if dialect == "postgresql":
+        ends_after = e.start + e.elapsed_s * sa.literal_column("interval '1 second'") > sa.bindparam("after")
+    else:
+        ends_after = (sa.func.julianday(e.start) + e.elapsed_s / 86400.0
+                      > sa.func.julianday(sa.bindparam("after", type_=UTCDateTime())))
     listed = pack[0](pack[1](e.id, e.source, e.received_at, e.start, e.elapsed_s, e.duplicate_of_id))
     others = (sa.select(sa.func.coalesce(sa.cast(listed, sa.Text), "[]"))
               .where(e.tenant_id == sa.bindparam("of_tenant"), e.user_id == sa.bindparam("of_user"),
-                     e.start < sa.bindparam("end")).scalar_subquery())
+                     e.start < sa.bindparam("end"), ends_after).scalar_subquery())
     insert = ((postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
               .on_conflict_do_nothing(index_elements=["tenant_id", "user_id", "fingerprint"])
               .returning(c.id, others.label("earlier")))
