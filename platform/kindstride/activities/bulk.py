@@ -591,27 +591,20 @@ def _write_generic(tenant_id, writes, now):
         refresh_participant(registration_id)
 
 
-def _refresh_teams(tenant_id, team_ids_by_challenge, aggregations):
-    """refresh_team for every touched team: one statement per challenge where the aggregation has a SQL form."""
-    from kindstride.leaderboards.services import refresh_team, sql_team_aggregation, update_team_totals
+def _refresh_teams(team_ids_by_challenge, aggregations):
+    """refresh_teams for every touched team, with hash joins (planner statistics lag a bulk load: see
+    _write_postgres). Returns how many teams."""
+    from kindstride.leaderboards.services import refresh_teams
 
-    count = 0
+    aggregation_of = {team_id: aggregations[challenge_id]
+                      for challenge_id, team_ids in team_ids_by_challenge.items() if challenge_id in aggregations
+                      for team_id in team_ids}
     if _postgres():
-        db.session.execute(sa.text("SET LOCAL enable_nestloop = off"))  # see _write_postgres
-    for challenge_id, team_ids in team_ids_by_challenge.items():
-        aggregation = aggregations.get(challenge_id)
-        if aggregation is None or not team_ids:
-            continue
-        count += len(team_ids)
-        expression = sql_team_aggregation(aggregation[0])
-        if expression is None or not _postgres():
-            for team_id in sorted(team_ids):
-                refresh_team(team_id, aggregation)
-            continue
-        update_team_totals(tenant_id, sorted(team_ids), expression)
+        db.session.execute(sa.text("SET LOCAL enable_nestloop = off"))
+    refresh_teams(aggregation_of)
     if _postgres():
         db.session.execute(sa.text("SET LOCAL enable_nestloop = on"))
-    return count
+    return len(aggregation_of)
 
 
 # ------------------------------------------------------------------------------------------- the import
@@ -690,7 +683,7 @@ def _import(tenant_id, rows, workers):
             if m.registration_id in registrations and m.team_id is not None:
                 teams[m.judging.challenge_id].add(m.team_id)
     started = time.perf_counter()
-    summary.teams = _refresh_teams(tenant_id, teams, aggregations)
+    summary.teams = _refresh_teams(teams, aggregations)
     invalidate_boards()  # the leaderboard cache must not be declared built from the state before this commit
     db.session.commit()
     invalidate_boards()

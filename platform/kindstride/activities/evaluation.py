@@ -15,9 +15,9 @@ import sqlalchemy as sa
 
 from kindstride.activities.models import ACCEPTED, DUPLICATE, FLAGGED, REJECTED, Activity, ActivityResult
 from kindstride.challenges import rulesets
-from kindstride.challenges.models import CLOSED, Challenge, Registration, RulesetVersion
+from kindstride.challenges.models import CLOSED, Challenge, Registration, RulesetVersion, Team
 from kindstride.db import db, utcnow
-from kindstride.leaderboards.services import refresh_participant, refresh_participants, refresh_team, refresh_teams
+from kindstride.leaderboards.services import refresh_participant, refresh_participants, refresh_teams
 from kindstride.plugins import plugin_host
 from kindstride.rules.contract import FLAG, REJECT, ActivityFacts, ChallengeContext, Reason
 from kindstride.tenancy.models import Tenant
@@ -329,11 +329,6 @@ def reevaluate_challenge(challenge_id, version):
         chunk = people[start:start + REEVALUATION_CHUNK]
         judge_people(chunk, challenge_id=challenge_id)
         tracker.step(len(chunk))
-    for team_id in _team_ids(challenge):
-        refresh_team(team_id, ruleset.team_aggregation)
-
-
-def _team_ids(challenge):
-    from kindstride.challenges.models import Team
-
-    return db.session.scalars(sa.select(Team.id).where(Team.challenge_id == challenge.id)).all()
+    # Every team, touched or not: a new ruleset may aggregate the same member totals differently.
+    teams = db.session.scalars(sa.select(Team.id).where(Team.challenge_id == challenge_id))
+    refresh_teams(dict.fromkeys(teams, ruleset.team_aggregation))
