@@ -33,7 +33,7 @@ def backend(tmp_path_factory):
     configured_db = os.environ.get("KINDSTRIDE_TEST_DATABASE_URL")
     configured_redis = os.environ.get("KINDSTRIDE_TEST_REDIS_URL")
     # "sqlite" and "off" force the embedded defaults even where the services run.
-    postgres = None if configured_db == "sqlite" else find_postgres(configured_db)
+    postgres = find_postgres(configured_db)
     redis_url = None if configured_redis == "off" else find_redis(configured_redis)
     if REQUIRE_SERVICES and (postgres is None or redis_url is None):
         pytest.exit(f"KINDSTRIDE_REQUIRE_SERVICES=1 but PostgreSQL={postgres} Redis={redis_url}: start them", 3)

@@ -108,6 +108,11 @@ def _state(event):
         return stored, sorted(results), participants, teams
 
 
+def _postgres_only():
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("needs PostgreSQL (set KINDSTRIDE_REQUIRE_SERVICES=1 to fail instead)")
+
+
 @pytest.fixture
 def inline_app(make_app):
     """Jobs in-process: each activity is evaluated as its transaction commits, as the per-activity path does."""
@@ -117,6 +122,7 @@ def inline_app(make_app):
 
 
 def test_bulk_import_ends_where_adding_one_by_one_ends(inline_app, monkeypatch):
+    _postgres_only()  # the bench's event generator writes with PostgreSQL's SQL
     one_by_one, bulk = _event("onebyone"), _event("bulk")
     rows = _rows(one_by_one)
     _add_one_by_one(monkeypatch, one_by_one, _received_order(rows))
@@ -147,6 +153,7 @@ def _decide_first_flagged(event):
 
 
 def test_bulk_import_in_batches_after_a_moderator_decision(inline_app, monkeypatch):
+    _postgres_only()
     """A second import lands on days the first one filled: overlaps flip, later same-day verdicts change,
     and a moderator's decision in between stands."""
     one_by_one, bulk = _event("onebyone"), _event("bulk")
@@ -172,11 +179,6 @@ def test_bulk_import_in_batches_after_a_moderator_decision(inline_app, monkeypat
 
 
 # --------------------------------------------------------------------- what the bench's optimisations keep
-
-
-def _postgres_only():
-    if db.engine.dialect.name != "postgresql":
-        pytest.skip("needs PostgreSQL (set KINDSTRIDE_REQUIRE_SERVICES=1 to fail instead)")
 
 
 def test_row_level_security_follows_the_scope_within_one_transaction(app, tenants, make_user):

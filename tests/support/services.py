@@ -32,7 +32,9 @@ def _port_open(host, port):
 
 
 def find_postgres(configured):
-    """An owner-role URL of a reachable PostgreSQL, or None."""
+    """An owner-role URL of a reachable PostgreSQL, or None ("sqlite" asks for the embedded default)."""
+    if configured == "sqlite":
+        return None
     url = configured or LOCAL_POSTGRES
     parsed = make_url(url)
     if not _port_open(parsed.host or "127.0.0.1", parsed.port or 5432):
