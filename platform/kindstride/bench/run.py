@@ -363,14 +363,12 @@ class Bench:
         is done with its work)."""
         from rq import Queue
 
-        from kindstride.jobs.queue import QUEUES
+        from kindstride.jobs.queue import QUEUES, batched_calls_pending
 
         deadline = time.monotonic() + timeout
         quiet = 0
         while time.monotonic() < deadline:
-            calls = [key for key in redis.scan_iter(match="kindstride:t*:batch:*")
-                     if not key.endswith(b":scheduled")]
-            busy = sum(Queue(q, connection=redis).count for q in QUEUES) + sum(redis.llen(key) for key in calls)
+            busy = sum(Queue(q, connection=redis).count for q in QUEUES) + batched_calls_pending(redis)
             quiet = quiet + 1 if busy == 0 else 0
             if quiet >= 3:
                 return True

@@ -238,7 +238,17 @@ def _gather_calls(redis, key, until):
 
 
 def _other_jobs_waiting(redis):
-    return any(Queue(name, connection=redis).count for name in QUEUES)
+    pipe = redis.pipeline(transaction=False)
+    for name in QUEUES:
+        pipe.llen(Queue(name, connection=redis).key)
+    return any(pipe.execute())
+
+
+def batched_calls_pending(redis):
+    """Calls waiting on any tenant's batch list or being run by a drain (a drain that only waits for more
+    calls holds none)."""
+    lists = [key for key in redis.scan_iter(match=_batch_key("*", "*")) if not key.endswith(b":scheduled")]
+    return sum(redis.llen(key) for key in lists)
 
 
 def _run_batch(func, calls, redis, processing):
