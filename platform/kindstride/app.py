@@ -41,15 +41,13 @@ def init_database(app):
     from kindstride.db import db, refuse_dead_connection
 
     app.config["SQLALCHEMY_DATABASE_URI"] = app.config["DATABASE_URL"]
-    postgres = app.config["DATABASE_URL"].startswith("postgresql")
-    # PostgreSQL connections are checked without a round trip when the pool hands them out (refuse_dead_connection)
-    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": not postgres})
     db.init_app(app)
     Migrate(app, db, directory=str(REPO_ROOT / MIGRATIONS_DIR), compare_type=True)
-    if postgres:
+    if app.config["DATABASE_URL"].startswith("postgresql"):
         with app.app_context():
             # Checked on the pool's first connection, not here: `db upgrade` must run before the role exists.
             event.listen(db.engine, "first_connect", _refuse_privileged_role)
+            # The pool's pre-ping, without its round trip (a SQLite file has no server to lose).
             event.listen(db.engine, "checkout", refuse_dead_connection)
 
 

@@ -32,6 +32,7 @@ def exempt_from_rate_limits(blueprint):
 def _in_unlimited_blueprint():
     return request.blueprint in _UNLIMITED_BLUEPRINTS
 
+
 SIGN_IN_LIMIT = "10 per minute;50 per hour"
 SIGN_UP_LIMIT = "5 per minute;30 per hour"
 PASSWORD_RESET_LIMIT = "5 per minute;20 per hour"

@@ -103,6 +103,7 @@ def store_activity(user_id, **fields) -> StoredActivity:
     start, fingerprint = fields["start"], fields["fingerprint"]
     person = {"tenant_id": tenant_id, "user_id": user_id, "fingerprint": fingerprint}
     received_at = utcnow()
+    # of_tenant, of_user: the person again, for the RETURNING subquery (the insert's own names are its columns).
     inserted = connection.execute(statements.insert, {
         **fields, **person, "received_at": received_at, "duplicate_of_id": None, "of_tenant": tenant_id,
         "of_user": user_id, "end": start + timedelta(seconds=fields["elapsed_s"]),
@@ -112,9 +113,11 @@ def store_activity(user_id, **fields) -> StoredActivity:
         return StoredActivity(row.id, False, row.duplicate_of_id, row.received_at)
     # Every recording the insert's snapshot saw has a smaller id than this one (the tie-break of _primary).
     new = _Recording(inserted.id, fields["source"], received_at, start, fields["elapsed_s"], None)
-    cluster = [new] + [_Recording(id_, source, _moment(received), _moment(begun), elapsed, duplicate_of)
-                       for id_, source, received, begun, elapsed, duplicate_of in json.loads(inserted.earlier)
-                       if id_ != new.id and _moment(begun) + timedelta(seconds=elapsed) > start]
+    cluster = [new]
+    for id_, source, received, begun, elapsed, duplicate_of in json.loads(inserted.earlier):
+        other = _Recording(id_, source, _moment(received), _moment(begun), elapsed, duplicate_of)
+        if id_ != new.id and other.start + timedelta(seconds=elapsed) > start:
+            cluster.append(other)
     primary = _primary(cluster)
     from kindstride.activities.evaluation import evaluate_activity
 
