@@ -4,7 +4,7 @@ verdicts of this tenant only, in the tenant's language."""
 
 import json
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 from html import unescape
 
 from kindstride.challenges.models import Challenge
@@ -34,12 +34,18 @@ def _day(moment):
     return moment.astimezone(SAIGON).date()
 
 
+def _noon(days_ago):
+    """Noon in Saigon `days_ago` local days before today: two of these never share a local day, whatever the
+    hour the tests run at (NOW minus hours would, in the first hours of a local day)."""
+    return datetime.combine(_day(NOW) - timedelta(days=days_ago), time(12), tzinfo=SAIGON).astimezone(UTC)
+
+
 def test_challenge_page_charts_km_per_day_and_my_running_total(site, app, tenants):  # noqa: F811 (the fixture imported above)
     clients, tokens = site
     create_challenge(clients["admin"])  # counting started 5 days ago (Asia/Ho_Chi_Minh)
     for name in ("an", "binh"):
         clients[name].submit("/challenges/run-2024/register", {"mode": "alone"})
-    two_days_ago, yesterday = NOW - timedelta(days=2), NOW - timedelta(hours=26)
+    two_days_ago, yesterday = _noon(2), _noon(1)
     _api_run(clients["an"], tokens["an"], two_days_ago, 5, 300)
     _api_run(clients["an"], tokens["an"], yesterday, 3, 300)
     _api_run(clients["binh"], tokens["binh"], yesterday, 10, 300)
