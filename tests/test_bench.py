@@ -153,9 +153,9 @@ def _decide_first_flagged(event):
 
 
 def test_bulk_import_in_batches_after_a_moderator_decision(inline_app, monkeypatch):
-    _postgres_only()
     """A second import lands on days the first one filled: overlaps flip, later same-day verdicts change,
     and a moderator's decision in between stands."""
+    _postgres_only()
     one_by_one, bulk = _event("onebyone"), _event("bulk")
     rows = _received_order(_rows(one_by_one))
     # Not split by receipt: the second batch holds older runs too, received later.
