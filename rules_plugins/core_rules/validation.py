@@ -12,6 +12,7 @@ lands near a limit is it computed again as a Fraction (an import judges a millio
 import math
 from datetime import UTC, timedelta
 from fractions import Fraction
+from functools import cache
 
 from marshmallow import Schema, fields, validate, validates_schema
 
@@ -60,6 +61,12 @@ def out_of_range(value, low, high, codes, keys, outcome, **extra) -> Reason | No
     if high is not None and value > high:
         return Reason(too_high, outcome, {**extra, value_key: math.ceil(value), limit_key: high})
     return None
+
+
+@cache
+def _duration(seconds: int) -> timedelta:
+    """A rule's tolerance or deadline as a timedelta, made once per value (rules run a million times)."""
+    return timedelta(seconds=seconds)
 
 
 def _iso(moment) -> str:
@@ -136,11 +143,14 @@ class SplitPaceLimit(ValidationRule):
             if activity.distance_m < 1000 or unavailable == ACCEPT:
                 return []
             return [Reason("splits_unavailable", unavailable, {"distance_m": math.floor(activity.distance_m)})]
+        low, high = params["min_s_per_km"], params["max_s_per_km"]
+        splits = activity.split_paces_s_per_km
+        if (low is None or min(splits) >= low) and (high is None or max(splits) <= high):
+            return []
         first_by_code = {}
-        for km, pace in enumerate(activity.split_paces_s_per_km, start=1):
-            reason = out_of_range(pace, params["min_s_per_km"], params["max_s_per_km"],
-                                  ("split_too_fast", "split_too_slow"), ("pace_s_per_km", "limit_s_per_km"),
-                                  params["outcome"], km=km)
+        for km, pace in enumerate(splits, start=1):
+            reason = out_of_range(pace, low, high, ("split_too_fast", "split_too_slow"),
+                                  ("pace_s_per_km", "limit_s_per_km"), params["outcome"], km=km)
             if reason is not None:
                 first_by_code.setdefault(reason.code, reason)
         return list(first_by_code.values())
@@ -184,7 +194,7 @@ class CountingWindow(ValidationRule):
     def check(self, activity: ActivityFacts, params: dict, context: ChallengeContext) -> list[Reason]:
         outcome = params["outcome"]
         reasons = []
-        if activity.start > activity.received_at + timedelta(seconds=params["future_tolerance_s"]):
+        if activity.start > activity.received_at + _duration(params["future_tolerance_s"]):
             reasons.append(Reason("in_future", outcome, {"start": _iso(activity.start),
                                                          "received_at": _iso(activity.received_at)}))
         if activity.start < context.counting_start:
@@ -206,6 +216,10 @@ class SyncDeadlineParams(RuleParams):
         require_one_of(data, "max_hours_after_start", "max_hours_after_end", "grace_hours")
 
 
+DEADLINE_BASES = (("max_hours_after_start", "activity_start"), ("max_hours_after_end", "activity_end"),
+                  ("grace_hours", "challenge_end"))
+
+
 class SyncDeadline(ValidationRule):
     """The activity reached kindstride by its earliest deadline (received exactly at it counts).
 
@@ -217,15 +231,16 @@ class SyncDeadline(ValidationRule):
     params_schema = SyncDeadlineParams
 
     def check(self, activity: ActivityFacts, params: dict, context: ChallengeContext) -> list[Reason]:
-        candidates = [
-            (activity.start, params["max_hours_after_start"], "activity_start"),
-            (activity.end, params["max_hours_after_end"], "activity_end"),
-            (context.counting_end, params["grace_hours"], "challenge_end"),
-        ]
-        # min() keeps the first of equal deadlines, so the reported basis is deterministic
-        deadline, hours, basis = min(((moment + timedelta(hours=hours), hours, basis)
-                                      for moment, hours, basis in candidates if hours is not None),
-                                     key=lambda candidate: candidate[0])
+        earliest = None  # (deadline, hours, basis): the first of equal deadlines names the basis
+        for key, basis in DEADLINE_BASES:
+            hours = params[key]
+            if hours is not None:
+                moment = (activity.start if basis == "activity_start" else activity.end if basis == "activity_end"
+                          else context.counting_end)
+                deadline = moment + _duration(hours * 3600)
+                if earliest is None or deadline < earliest[0]:
+                    earliest = (deadline, hours, basis)
+        deadline, hours, basis = earliest
         if activity.received_at <= deadline:
             return []
         return [Reason("synced_too_late", params["outcome"], {"received_at": _iso(activity.received_at),
