@@ -8,7 +8,6 @@ of a point), so totals are exact sums; multipliers are fractions.
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from fractions import Fraction
-from functools import cached_property
 
 from marshmallow import Schema
 
@@ -34,7 +33,7 @@ class ActivityFacts:
     # Moving time of each complete kilometre, in order; empty when the recording has no distance stream.
     split_paces_s_per_km: tuple[float, ...] = ()
 
-    @cached_property  # several rules ask for it; computed once per activity
+    @property
     def end(self) -> datetime:
         return self.start + timedelta(seconds=self.elapsed_s)
 
