@@ -62,7 +62,7 @@ def enqueue(func, *args, queue="default"):
     if session.in_transaction():
         session.info.setdefault(_PENDING, []).append((current_app._get_current_object(), request))
     else:
-        _dispatch(current_app._get_current_object(), request)
+        _dispatch([(current_app._get_current_object(), request)])
 
 
 def queued_in_transaction(func, *args):
@@ -76,8 +76,7 @@ def queued_in_transaction(func, *args):
 def _dispatch_after_commit(session):
     if session.in_nested_transaction():
         return  # a SAVEPOINT released: the work is not committed until the outer transaction is
-    for app, request in session.info.pop(_PENDING, []):
-        _dispatch(app, request)
+    _dispatch(session.info.pop(_PENDING, []))
 
 
 @event.listens_for(Session, "after_rollback")
@@ -99,28 +98,45 @@ def redis_or_none(app=None) -> Redis | None:
     return app.extensions.get("kindstride.redis")
 
 
-def _dispatch(app, request):
-    if app.config["REDIS_URL"]:
-        tenant = request["tenant_id"]
-        try:
-            if request.get("batch") and tenant is not None:
-                _add_to_batch(app, request)
-                return
-            Queue(request["queue"], connection=redis_connection(app)).enqueue(
-                "kindstride.jobs.runner.run_job",
-                request["path"], tenant, request["args"],
-                job_id=f"tenant-{tenant if tenant is not None else 'platform'}-{uuid.uuid4().hex}",
-                meta={"tenant_id": tenant, "job": request["path"]},
-                retry=Retry(max=len(RETRY_BACKOFF), interval=RETRY_BACKOFF),
-                job_timeout=JOB_TIMEOUT,
-                description=f"{request['path']} for tenant {tenant}",
-            )
-            return
-        except RedisError as error:
-            # The transaction that asked for the job is committed already: with Redis unreachable, the job runs
-            # here and now (jobs are idempotent) instead of being lost, as it does without Redis at all.
-            log.warning("Redis unreachable (%s): job %s for tenant %s runs in-process", type(error).__name__,
-                        request["path"], tenant)
+def _dispatch(pending):
+    """Send committed (app, request) pairs to rq; the batched calls of one commit go in one Redis round trip."""
+    batched = {}
+    for app, request in pending:
+        if app.config["REDIS_URL"] and request.get("batch") and request["tenant_id"] is not None:
+            batched.setdefault(app, []).append(request)
+            continue
+        if app.config["REDIS_URL"]:
+            try:
+                _enqueue(app, request)
+                continue
+            except RedisError as error:
+                _unreachable(error, request)
+        _run_in_process(app, request)
+    for app, requests in batched.items():
+        _add_to_batches(app, requests)
+
+
+def _enqueue(app, request):
+    tenant = request["tenant_id"]
+    Queue(request["queue"], connection=redis_connection(app)).enqueue(
+        "kindstride.jobs.runner.run_job",
+        request["path"], tenant, request["args"],
+        job_id=f"tenant-{tenant if tenant is not None else 'platform'}-{uuid.uuid4().hex}",
+        meta={"tenant_id": tenant, "job": request["path"]},
+        retry=Retry(max=len(RETRY_BACKOFF), interval=RETRY_BACKOFF),
+        job_timeout=JOB_TIMEOUT,
+        description=f"{request['path']} for tenant {tenant}",
+    )
+
+
+def _unreachable(error, request):
+    # The transaction that asked for the job is committed already: with Redis unreachable, the job runs here and
+    # now (jobs are idempotent) instead of being lost, as it does without Redis at all.
+    log.warning("Redis unreachable (%s): job %s for tenant %s runs in-process", type(error).__name__,
+                request["path"], request["tenant_id"])
+
+
+def _run_in_process(app, request):
     from kindstride.jobs.runner import run_in_app
 
     try:
@@ -137,15 +153,29 @@ def _batch_key(tenant_id, batch_path):
     return f"kindstride:t{tenant_id}:batch:{batch_path}"
 
 
-def _add_to_batch(app, request):
-    redis = redis_connection(app)
-    key = _batch_key(request["tenant_id"], request["batch"])
-    pipe = redis.pipeline(transaction=False)
-    pipe.rpush(key, json.dumps(request["args"]))
-    pipe.set(f"{key}:scheduled", 1, nx=True, ex=JOB_TIMEOUT)
-    _pushed, scheduled = pipe.execute()
-    if scheduled:
-        _schedule_drain(app, request["tenant_id"], request["batch"], request["queue"], key)
+def _add_to_batches(app, requests):
+    """Push the calls on their tenants' lists and schedule a drain for each list that has none."""
+    pipe = redis_connection(app).pipeline(transaction=False)
+    keys = []
+    for request in requests:
+        key = _batch_key(request["tenant_id"], request["batch"])
+        pipe.rpush(key, json.dumps(request["args"]))
+        pipe.set(f"{key}:scheduled", 1, nx=True, ex=JOB_TIMEOUT)
+        keys.append(key)
+    try:
+        replies = pipe.execute()
+    except RedisError as error:
+        for request in requests:
+            _unreachable(error, request)
+            _run_in_process(app, request)
+        return
+    for request, key, scheduled in zip(requests, keys, replies[1::2], strict=True):
+        if scheduled:
+            try:
+                _schedule_drain(app, request["tenant_id"], request["batch"], request["queue"], key)
+            except RedisError as error:
+                _unreachable(error, request)
+                _run_in_process(app, request)
 
 
 def _schedule_drain(app, tenant_id, batch_path, queue, key):
