@@ -9,13 +9,14 @@ class ParticipantTotal(TenantOwned, db.Model):
 
     __tablename__ = "participant_totals"
     tenant_refs = {"challenge_id": "challenges", "registration_id": "registrations"}
+    tenant_referenced = False  # nothing references a total: its rows are rewritten on every evaluation
     extra_table_args = (
-        sa.UniqueConstraint("tenant_id", "challenge_id", "registration_id"),
+        # One total per registration (a registration is in one challenge); also finds a participant's own total by
+        # registration alone (every evaluation job, every "my rank").
+        sa.UniqueConstraint("tenant_id", "registration_id"),
         # Ranking reads the top by score and counts who is ahead: a range scan on this index.
         sa.Index("ix_participant_totals_rank", "tenant_id", "challenge_id", "score"),
         sa.Index("ix_participant_totals_team", "tenant_id", "team_id"),
-        # A participant's own total, by registration alone (every evaluation job, every "my rank").
-        sa.Index("ix_participant_totals_registration", "tenant_id", "registration_id"),
     )
 
     challenge_id: Mapped[int] = mapped_column(BigId)
