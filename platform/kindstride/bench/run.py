@@ -271,10 +271,14 @@ class Bench:
         host = f"{event.slug}.{environment.BASE_DOMAIN}"
         now = datetime.now(UTC).replace(microsecond=0)
         first_start = now - timedelta(hours=70)
-        spacing = timedelta(minutes=6, seconds=30)  # a runner's runs never overlap one another
+        fastest, slowest, paused_s = 280, 600, 20  # s per km; pauses per run
+        distances = [1000 + step * 37.0 for step in range(5)]
+        # A runner's runs never overlap one another (no run is a second recording of another): each starts a
+        # minute after the longest one could have ended.
+        spacing = timedelta(seconds=max(distances) / 1000 * slowest + paused_s + 60)
         rounds = int(timedelta(hours=69) / spacing)
         rnd = random.Random(13)
-        paces = {u: rnd.uniform(280, 600) for u in token_of}
+        paces = {u: rnd.uniform(fastest, slowest) for u in token_of}
 
         def request(client, number):
             mine = runners[client]
@@ -282,11 +286,11 @@ class Bench:
             if round_ >= rounds:
                 return None
             pace = paces[runner]
-            distance = 1000 + (number % 5) * 37.0
+            distance = distances[number % len(distances)]
             moving = distance / 1000 * pace
             start = first_start + spacing * round_ + timedelta(seconds=client)
             body = json.dumps({"sport": "run", "start": start.isoformat(), "moving_s": round(moving, 1),
-                               "elapsed_s": round(moving + 20, 1), "distance_m": distance, "has_gps": True,
+                               "elapsed_s": round(moving + paused_s, 1), "distance_m": distance, "has_gps": True,
                                "title": "Bench run", "split_paces_s_per_km": [round(pace, 1)]}).encode()
             return load.request_bytes("POST", "/api/v1/activities", host,
                                       {"Authorization": f"Bearer {token_of[runner]}",
