@@ -204,6 +204,20 @@ def test_row_level_security_follows_the_scope_within_one_transaction(app, tenant
     db.session.rollback()
 
 
+def test_a_streamed_read_sees_its_tenants_rows(app, tenants, make_user):
+    """A server-side cursor (yield_per: the leaderboard build reads 350,000 totals so) runs with the scope's
+    setting, like any other statement."""
+    _postgres_only()
+    make_user(tenants["beta"], "bo@beta.example")
+    make_user(tenants["beta"], "bea@beta.example")
+    db.session.commit()  # the read below is the first statement of its transaction: the setting is made for it
+    emails = sa.select(User.email).order_by(User.email).execution_options(yield_per=1)
+    with tenant_scope(tenants["beta"]):
+        streamed = [row.email for batch in db.session.execute(emails).partitions() for row in batch]
+    assert streamed == ["bea@beta.example", "bo@beta.example"]
+    db.session.rollback()
+
+
 def _ranks(event):
     from kindstride.leaderboards import ranking
     from kindstride.leaderboards.services import _counted_rank

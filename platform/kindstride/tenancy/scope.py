@@ -87,7 +87,9 @@ def _set_scope_before_statement(connection, cursor, statement, parameters, conte
     value = "" if tenant_id is None else str(tenant_id)
     if applied is not _UNKNOWN and applied == value:
         return
-    cursor.execute("select set_config(%s, %s, true)", (RLS_SETTING, value))
+    # On the connection, not the cursor: a server-side cursor's execute() only declares its query (it runs at the
+    # first fetch), and the statement below would then be declared in place of this one.
+    cursor.connection.execute("select set_config(%s, %s, true)", (RLS_SETTING, value))
     connection.info[_RLS_STATE] = value
 
 
