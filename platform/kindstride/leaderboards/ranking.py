@@ -300,15 +300,14 @@ def _build(redis, names, challenge_id):
         if not redis.exists(names["generation"]):
             redis.set(names["generation"], generation)
         redis.delete(names["ready"], names["board"], names["members"], names["versions"])
-        rows = db.session.execute(
-            sa.select(ParticipantTotal.registration_id, ParticipantTotal.score, ParticipantTotal.reached_at,
-                      ParticipantTotal.bib, ParticipantTotal.version)
-            .where(ParticipantTotal.challenge_id == challenge_id).execution_options(yield_per=BUILD_BATCH))
+        totals = (sa.select(ParticipantTotal.registration_id, ParticipantTotal.score, ParticipantTotal.reached_at,
+                            ParticipantTotal.bib, ParticipantTotal.version)
+                  .where(ParticipantTotal.challenge_id == challenge_id).execution_options(yield_per=BUILD_BATCH))
         apply = redis.register_script(_BUILD_APPLY)
         board = [names["board"], names["members"], names["versions"]]
         # Redis applies one batch while the next is read and formatted here (waiting on its socket frees the GIL):
-        # a 350,000-person board is built in about half the time.
-        with ThreadPoolExecutor(max_workers=1) as sender:
+        # a 350,000-person board takes about a quarter less time.
+        with db.session.execute(totals) as rows, ThreadPoolExecutor(max_workers=1) as sender:
             applying = None
             for batch in rows.partitions():
                 lines = "".join([f"{version} {member(registration_id, score, reached_at, bib)}\n"
