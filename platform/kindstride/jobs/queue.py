@@ -102,16 +102,15 @@ def _dispatch(pending):
     """Send committed (app, request) pairs to rq; the batched calls of one commit go in one Redis round trip."""
     batched = {}
     for app, request in pending:
-        if app.config["REDIS_URL"] and request.get("batch") and request["tenant_id"] is not None:
+        if not app.config["REDIS_URL"]:
+            _run_in_process(app, request)
+        elif request.get("batch") and request["tenant_id"] is not None:
             batched.setdefault(app, []).append(request)
-            continue
-        if app.config["REDIS_URL"]:
+        else:
             try:
                 _enqueue(app, request)
-                continue
             except RedisError as error:
-                _unreachable(error, request)
-        _run_in_process(app, request)
+                _run_instead_of_queueing(app, request, error)
     for app, requests in batched.items():
         _add_to_batches(app, requests)
 
@@ -129,11 +128,12 @@ def _enqueue(app, request):
     )
 
 
-def _unreachable(error, request):
+def _run_instead_of_queueing(app, request, error):
     # The transaction that asked for the job is committed already: with Redis unreachable, the job runs here and
     # now (jobs are idempotent) instead of being lost, as it does without Redis at all.
     log.warning("Redis unreachable (%s): job %s for tenant %s runs in-process", type(error).__name__,
                 request["path"], request["tenant_id"])
+    _run_in_process(app, request)
 
 
 def _run_in_process(app, request):
@@ -166,16 +166,14 @@ def _add_to_batches(app, requests):
         replies = pipe.execute()
     except RedisError as error:
         for request in requests:
-            _unreachable(error, request)
-            _run_in_process(app, request)
+            _run_instead_of_queueing(app, request, error)
         return
     for request, key, scheduled in zip(requests, keys, replies[1::2], strict=True):
         if scheduled:
             try:
                 _schedule_drain(app, request["tenant_id"], request["batch"], request["queue"], key)
             except RedisError as error:
-                _unreachable(error, request)
-                _run_in_process(app, request)
+                _run_instead_of_queueing(app, request, error)
 
 
 def _schedule_drain(app, tenant_id, batch_path, queue, key):
