@@ -216,8 +216,12 @@ class SyncDeadlineParams(RuleParams):
         require_one_of(data, "max_hours_after_start", "max_hours_after_end", "grace_hours")
 
 
-DEADLINE_BASES = (("max_hours_after_start", "activity_start"), ("max_hours_after_end", "activity_end"),
-                  ("grace_hours", "challenge_end"))
+# (param, basis, the moment it counts from): only the deadlines a ruleset names are computed.
+DEADLINE_BASES = (
+    ("max_hours_after_start", "activity_start", lambda activity, context: activity.start),
+    ("max_hours_after_end", "activity_end", lambda activity, context: activity.end),
+    ("grace_hours", "challenge_end", lambda activity, context: context.counting_end),
+)
 
 
 class SyncDeadline(ValidationRule):
@@ -232,12 +236,10 @@ class SyncDeadline(ValidationRule):
 
     def check(self, activity: ActivityFacts, params: dict, context: ChallengeContext) -> list[Reason]:
         earliest = None  # (deadline, hours, basis): the first of equal deadlines names the basis
-        for key, basis in DEADLINE_BASES:
+        for key, basis, moment in DEADLINE_BASES:
             hours = params[key]
             if hours is not None:
-                moment = (activity.start if basis == "activity_start" else activity.end if basis == "activity_end"
-                          else context.counting_end)
-                deadline = moment + _duration(hours * 3600)
+                deadline = moment(activity, context) + _duration(hours * 3600)
                 if earliest is None or deadline < earliest[0]:
                     earliest = (deadline, hours, basis)
         deadline, hours, basis = earliest
