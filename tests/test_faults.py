@@ -302,8 +302,10 @@ def test_redis_stops_and_comes_back(make_app, services, own_redis):
 # ------------------------------------------------------------------------------------------------ PostgreSQL
 
 def _terminate(owner, database, only_pid=None):
+    """Terminate the app role's backends and wait until they are gone (up to 5 s): signalling alone returns at
+    once, and the next request could check its connection out before the backend has hung up."""
     with owner.connect() as connection:
-        query = ("select pg_terminate_backend(pid) from pg_stat_activity where datname = :db "
+        query = ("select pg_terminate_backend(pid, 5000) from pg_stat_activity where datname = :db "
                  "and usename = :role and pid <> pg_backend_pid()")
         params = {"db": database, "role": "kindstride_app"}
         if only_pid is not None:
