@@ -341,9 +341,30 @@ def test_bench_tiny_completes_with_every_figure(tmp_path):
         for key in ("import_rows_per_s", "copy_rows_per_s", "import_ratio", "board_rps", "board_p50_ms",
                     "board_p99_ms", "me_rps", "me_p99_ms", "constant_rps", "constant_p99_ms", "groupby_ms",
                     "groupby_factor", "board_ratio_rps"))
+    assert all(step["import_cpu_s"]["workers"] is not None and step["import_cpu_s"]["rest"] is not None
+               for step in figures["steps"])
+    assert "CPU s: parent / workers / PostgreSQL+rest" in run.stdout
     for key in ("ingest_rps", "ingest_evaluated_per_s", "web_worker_peak_rss_mb", "rq_worker_peak_rss_mb"):
         assert figures[key], key
     assert figures["ingest_accepted"] > 0 and figures["ingest_drained"]
     assert figures["verify_participant_mismatches"] == 0 and figures["verify_team_mismatches"] == 0
     assert figures["verify_rejudged_results"] > 0 and figures["verify_result_mismatches"] == 0
     assert figures["ingest_failed_jobs"] == 0
+
+
+def test_the_cpu_clock_counts_a_forked_workers_cpu_as_the_workers():
+    """The import's CPU split: what a forked child burns (once reaped) is the workers', not the parent's."""
+    import os
+
+    from kindstride.bench.servers import CpuClock
+
+    clock = CpuClock()
+    pid = os.fork()
+    if pid == 0:
+        while sum(os.times()[:2]) < 0.3:
+            pass
+        os._exit(0)
+    os.waitpid(pid, 0)
+    cpu = clock.split()
+    assert cpu["workers"] >= 0.3 > cpu["parent"]
+    assert cpu["rest"] is not None and cpu["cores_busy"] > 0

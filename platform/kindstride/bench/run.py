@@ -142,9 +142,9 @@ class Bench:
         copy = self.copy_baseline(event, rows)
         say(f"[{self._elapsed()}] {slug}: bulk import through the full path ({self.import_workers} workers)")
         with self.app.app_context():
-            started = time.perf_counter()
+            started, clock = time.perf_counter(), servers.CpuClock()
             summary = import_activities(event.tenant_id, rows, workers=self.import_workers)
-            seconds = time.perf_counter() - started
+            seconds, cpu = time.perf_counter() - started, clock.split()
         environment.analyze(self.env, ("activities", "activity_results", "participant_totals", "team_totals"))
         step = {
             "activities": len(rows), "people": people, "teams": teams,
@@ -153,12 +153,15 @@ class Bench:
             "copy_pk_only_rows_per_s": round(copy["pk_only_rows_per_s"]),
             "import_ratio": round(len(rows) / seconds / copy["rows_per_s"], 3),
             "import_phases_s": {k: round(v, 2) for k, v in summary.seconds.items()},
+            # parent, forked workers, the rest of the machine (mostly PostgreSQL), and the cores busy on average
+            "import_cpu_s": cpu,
             "import_summary": {"stored": summary.stored, "already_stored": summary.already_stored,
                                "duplicates": summary.duplicates, "results": summary.results,
                                "participants": summary.participants, "teams": summary.teams},
         }
         say(f"[{self._elapsed()}] {slug}: {step['import_rows_per_s']:,} activities/s vs COPY "
-            f"{step['copy_rows_per_s']:,} rows/s (ratio {step['import_ratio']})")
+            f"{step['copy_rows_per_s']:,} rows/s (ratio {step['import_ratio']}); CPU s: parent {cpu['parent']}, "
+            f"workers {cpu['workers']}, PostgreSQL and the rest {cpu['rest']}")
         step.update(self.reads(event))
         self.steps.append(step)
         return event
@@ -462,6 +465,10 @@ def table(figures):
                      f">= {GOALS['import_ratio']}"))
         rows.append((f"4 import {n}", "seconds", f"{step['import_seconds']}", f"COPY {step['copy_seconds']} s", "",
                      "linear"))
+        cpu = step.get("import_cpu_s") or {}
+        rows.append((f"4 import {n}", "CPU s: parent / workers / PostgreSQL+rest",
+                     f"{cpu.get('parent')} / {cpu.get('workers')} / {cpu.get('rest')}",
+                     f"{cpu.get('cores_busy')} of {figures['machine'].get('nproc')} cores busy", "", ""))
         rows.append((f"3 board {n}", "rps (top 50)", f"{step['board_rps']}", f"const {step['constant_rps']}",
                      _fmt(step["board_ratio_rps"]), f">= {GOALS['read_ratio']}"))
         rows.append((f"3 board {n}", "p50 / p99 ms", f"{step['board_p50_ms']} / {step['board_p99_ms']}",

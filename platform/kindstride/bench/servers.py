@@ -185,6 +185,35 @@ def machine():
     return info
 
 
+class CpuClock:
+    """CPU seconds over an interval: this process, its children reaped meanwhile (an import's forked workers),
+    and the whole machine (busy time in /proc/stat), so the rest is mostly the PostgreSQL backends."""
+
+    def __init__(self):
+        self.started = self._read()
+
+    @staticmethod
+    def _read():
+        times = os.times()
+        try:
+            ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+            busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+        except (OSError, ValueError, IndexError):
+            busy = None
+        return time.perf_counter(), times.user + times.system, times.children_user + times.children_system, busy
+
+    def split(self):
+        """{parent, workers, rest, cores_busy}: CPU seconds since the clock started, and the cores they kept busy
+        on average (None where /proc/stat cannot be read)."""
+        wall, own, children, busy = (now - then if now is not None and then is not None else None
+                                     for now, then in zip(self._read(), self.started, strict=True))
+        figures = {"parent": round(own, 1), "workers": round(children, 1), "rest": None, "cores_busy": None}
+        if busy is not None and wall:
+            figures["rest"] = round(max(0.0, busy - own - children), 1)
+            figures["cores_busy"] = round(busy / wall, 2)
+        return figures
+
+
 def load_average():
     try:
         return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
