@@ -197,7 +197,8 @@ class CpuClock:
         times = os.times()
         try:
             ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-            busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+            # user, nice, system, irq, softirq: not idle or I/O wait, nor the time the hypervisor took (steal)
+            busy = sum(ticks[i] for i in (0, 1, 2, 5, 6)) / os.sysconf("SC_CLK_TCK")
         except (OSError, ValueError, IndexError):
             busy = None
         return time.perf_counter(), times.user + times.system, times.children_user + times.children_system, busy
