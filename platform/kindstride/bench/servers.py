@@ -205,13 +205,15 @@ class CpuClock:
 
     def split(self):
         """{parent, workers, rest, cores_busy}: CPU seconds since the clock started, and the cores they kept busy
-        on average (None where /proc/stat cannot be read)."""
-        wall, own, children, busy = (now - then if now is not None and then is not None else None
-                                     for now, then in zip(self._read(), self.started, strict=True))
+        on average (rest and cores_busy are None where /proc/stat cannot be read)."""
+        wall, own, children, busy = self._read()
+        started_wall, started_own, started_children, started_busy = self.started
+        own, children = own - started_own, children - started_children
         figures = {"parent": round(own, 1), "workers": round(children, 1), "rest": None, "cores_busy": None}
-        if busy is not None and wall:
+        if busy is not None and started_busy is not None:
+            busy -= started_busy
             figures["rest"] = round(max(0.0, busy - own - children), 1)
-            figures["cores_busy"] = round(busy / wall, 2)
+            figures["cores_busy"] = round(busy / (wall - started_wall), 2)
         return figures
 
 
