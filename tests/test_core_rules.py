@@ -685,8 +685,8 @@ RULE_EXAMPLES = {
     "counting_window": [{}, {"future_tolerance_s": 0, "outcome": "flag"}],
     "sync_deadline": [{"max_hours_after_start": 72, "max_hours_after_end": 48, "grace_hours": 0}],
     "no_manual_entries": [{"reject_api": True}],
-    "gps_required": [{"exempt_indoor": True}],
-    "treadmill_policy": [{"outcome": "flag"}],
+    "gps_required": [{"exempt_indoor": True}, {}],
+    "treadmill_policy": [{"outcome": "flag"}, {"outcome": "accept"}],
     "daily_limits": [{"max_activities": 2, "max_distance_m": 50000}],
     "pause_limit": [{"max_paused_s": 1800, "max_paused_ratio": "1/2"}],
 }
@@ -758,3 +758,36 @@ def test_scores_are_non_negative_integers_and_factors_positive_fractions(scoring
     result = MULTIPLIERS[name].factor(activity, loaded(MULTIPLIERS[name], params), ctx)
     assert isinstance(result, Fraction) and result > 0
     assert result == MULTIPLIERS[name].factor(activity, loaded(MULTIPLIERS[name], params), ctx)
+
+
+# Activities near every rule's limits in the example window: the quick tests of check_many must pass exactly those
+# that check() passes, and let check() judge the rest.
+_near_limits = st.builds(
+    lambda sport, start, pace, km, metres, paused, delay_h, source, gps, indoor, jitter, splits: facts(
+        sport=sport, start=start, moving_s=pace * (km + metres / 1000), elapsed_s=pace * (km + metres / 1000) * paused,
+        distance_m=km * 1000.0 + metres, source=source, has_gps=gps, received_at=start + timedelta(hours=delay_h),
+        is_indoor=indoor, split_paces_s_per_km=tuple(pace + j for j in jitter[:km]) if splits else ()),
+    sport=st.sampled_from(["run", "walk", "ride"]),
+    start=st.datetimes(min_value=datetime(2024, 8, 31, 12), max_value=datetime(2024, 9, 25), timezones=st.just(UTC)),
+    pace=st.sampled_from([150, 179.9, 180, 210, 240, 360, 900, 1200, 1200.1]), km=st.sampled_from([0, 1, 2, 5, 42]),
+    metres=st.sampled_from([0, 0.5, 999.9]), splits=st.booleans(),
+    paused=st.sampled_from([1, 1.2, 1.5, 2.5]), delay_h=st.sampled_from([-0.1, -0.0833, 0, 1, 72, 72.01, 100]),
+    source=st.sampled_from(SOURCES), gps=st.booleans(), indoor=st.booleans(),
+    jitter=st.lists(st.sampled_from([0, -30, 30, -0.1, 0.1]), min_size=42, max_size=42),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(case=st.sampled_from(VALIDATION_CASES), activities=st.lists(_near_limits | any_facts, max_size=20),
+       ctx=st.just(context()) | any_context)
+def test_checking_many_activities_at_once_gives_each_the_reasons_check_gives(case, activities, ctx):
+    rule, params = case
+    strategy = VALIDATION[rule]
+    params = loaded(strategy, params)
+    expected = [strategy.check(activity, params, ctx) for activity in activities]
+    assert [list(reasons) for reasons in strategy.check_many(activities, params, ctx)] == expected
+
+
+def test_only_daily_limits_reads_the_days_other_activities():
+    # The others are asked about many activities at once, before any day is judged in order.
+    assert {name for name, rule in VALIDATION.items() if rule.uses_same_day} == {"daily_limits"}

@@ -86,6 +86,12 @@ class AllowedSports(ValidationRule):
     label = "Allowed sport types"
     params_schema = AllowedSportsParams
 
+    uses_same_day = False
+
+    def passes_many(self, activities, params, context):
+        sports = params["sports"]
+        return [activity.sport in sports for activity in activities]
+
     def check(self, activity: ActivityFacts, params: dict, context: ChallengeContext) -> list[Reason]:
         if activity.sport in params["sports"]:
             return []
@@ -104,6 +110,17 @@ class AveragePaceWindow(ValidationRule):
     name = "average_pace_window"
     label = "Average pace window per sport"
     params_schema = AveragePaceWindowParams
+    uses_same_day = False
+
+    def passes_many(self, activities, params, context):
+        bounds = {sport: (window["min_s_per_km"], window["max_s_per_km"])
+                  for sport, window in params["windows"].items()}
+        passing = []
+        for activity in activities:
+            window = bounds.get(activity.sport)
+            passing.append(window is None or activity.distance_m <= 0
+                           or clearly_within(activity.moving_s * 1000 / activity.distance_m, *window))
+        return passing
 
     def check(self, activity: ActivityFacts, params: dict, context: ChallengeContext) -> list[Reason]:
         window = params["windows"].get(activity.sport)
@@ -133,6 +150,21 @@ class SplitPaceLimit(ValidationRule):
     name = "split_pace_limit"
     label = "Pace of every 1-km split"
     params_schema = SplitPaceLimitParams
+    uses_same_day = False
+
+    def passes_many(self, activities, params, context):
+        sports, low, high = params["sports"], params["min_s_per_km"], params["max_s_per_km"]
+        lenient = params["when_splits_unavailable"] == ACCEPT
+        passing = []
+        for activity in activities:
+            splits = activity.split_paces_s_per_km
+            if sports is not None and activity.sport not in sports:
+                passing.append(True)
+            elif splits:
+                passing.append((low is None or min(splits) >= low) and (high is None or max(splits) <= high))
+            else:
+                passing.append(activity.distance_m < 1000 or lenient)
+        return passing
 
     def check(self, activity: ActivityFacts, params: dict, context: ChallengeContext) -> list[Reason]:
         if params["sports"] is not None and activity.sport not in params["sports"]:
@@ -169,6 +201,12 @@ class DistanceLimits(ValidationRule):
     name = "distance_limits"
     label = "Minimum and maximum distance"
     params_schema = DistanceLimitsParams
+    uses_same_day = False
+
+    def passes_many(self, activities, params, context):
+        low, high = params["min_m"], params["max_m"]
+        return [low <= activity.distance_m and (high is None or activity.distance_m <= high)
+                for activity in activities]
 
     def check(self, activity: ActivityFacts, params: dict, context: ChallengeContext) -> list[Reason]:
         return _listed(out_of_range(activity.distance_m, params["min_m"], params["max_m"],
@@ -190,6 +228,12 @@ class CountingWindow(ValidationRule):
     name = "counting_window"
     label = "Within the challenge's counting window"
     params_schema = CountingWindowParams
+    uses_same_day = False
+
+    def passes_many(self, activities, params, context):
+        tolerance, first, last = _duration(params["future_tolerance_s"]), context.counting_start, context.counting_end
+        return [first <= activity.start <= activity.received_at + tolerance and activity.end <= last
+                for activity in activities]
 
     def check(self, activity: ActivityFacts, params: dict, context: ChallengeContext) -> list[Reason]:
         outcome = params["outcome"]
@@ -233,6 +277,17 @@ class SyncDeadline(ValidationRule):
     name = "sync_deadline"
     label = "Synced in time"
     params_schema = SyncDeadlineParams
+    uses_same_day = False
+
+    def passes_many(self, activities, params, context):
+        # received by the earliest deadline: received by each
+        passing = [True] * len(activities)
+        for key, _basis, moment in DEADLINE_BASES:
+            if params[key] is not None:
+                delay = _duration(params[key] * 3600)
+                passing = [passes and activity.received_at <= moment(activity, context) + delay
+                           for activity, passes in zip(activities, passing, strict=True)]
+        return passing
 
     def check(self, activity: ActivityFacts, params: dict, context: ChallengeContext) -> list[Reason]:
         earliest = None  # (deadline, hours, basis): the first of equal deadlines names the basis
@@ -258,6 +313,11 @@ class NoManualEntries(ValidationRule):
     name = "no_manual_entries"
     label = "No manually entered activities"
     params_schema = NoManualEntriesParams
+    uses_same_day = False
+
+    def passes_many(self, activities, params, context):
+        refused = {"manual", "api"} if params["reject_api"] else {"manual"}
+        return [activity.source not in refused for activity in activities]
 
     def check(self, activity: ActivityFacts, params: dict, context: ChallengeContext) -> list[Reason]:
         refused = {"manual", "api"} if params["reject_api"] else {"manual"}
@@ -274,6 +334,11 @@ class GpsRequired(ValidationRule):
     name = "gps_required"
     label = "GPS recording required"
     params_schema = GpsRequiredParams
+    uses_same_day = False
+
+    def passes_many(self, activities, params, context):
+        exempt = params["exempt_indoor"]
+        return [activity.has_gps or (activity.is_indoor and exempt) for activity in activities]
 
     def check(self, activity: ActivityFacts, params: dict, context: ChallengeContext) -> list[Reason]:
         if activity.has_gps or (activity.is_indoor and params["exempt_indoor"]):
@@ -289,6 +354,11 @@ class TreadmillPolicy(ValidationRule):
     name = "treadmill_policy"
     label = "Indoor activities (treadmill, trainer)"
     params_schema = TreadmillPolicyParams
+    uses_same_day = False
+
+    def passes_many(self, activities, params, context):
+        accepted = params["outcome"] == ACCEPT
+        return [accepted or not activity.is_indoor for activity in activities]
 
     def check(self, activity: ActivityFacts, params: dict, context: ChallengeContext) -> list[Reason]:
         if not activity.is_indoor or params["outcome"] == ACCEPT:
@@ -344,6 +414,7 @@ class PauseLimit(ValidationRule):
     name = "pause_limit"
     label = "Limit on paused time"
     params_schema = PauseLimitParams
+    uses_same_day = False
 
     def check(self, activity: ActivityFacts, params: dict, context: ChallengeContext) -> list[Reason]:
         elapsed = Fraction(activity.elapsed_s)

@@ -44,6 +44,7 @@ from kindstride.activities.evaluation import (
     facts_of,
     judge,
     local_day,
+    prechecked,
     reason_dicts,
     resolved_ruleset,
     standing_verdict,
@@ -206,7 +207,9 @@ def _as_rows(rows):
 
 
 def plan_user(user_id, new, stored, memberships, stored_results, writes):
-    """Dedup, resolve overlaps and judge one person's new activities (and the stored ones they affect).
+    """Dedup and resolve overlaps of one person's new activities, and judge them (and the stored ones they
+    affect); or, for someone with nothing stored, return their activities for _judge_fresh to judge with other
+    people's (every rule asked about many activities at once).
 
     new: [(id, ActivityRow)] in id (= received) order; stored: [PlannedActivity]; stored_results: (registration id,
     activity id) -> (result id, status, local_day, decided_by_id, ruleset_version).
@@ -251,11 +254,11 @@ def plan_user(user_id, new, stored, memberships, stored_results, writes):
         elif activity.duplicate_of_id != activity.stored_duplicate_of_id:
             writes.changed.append((activity.id, activity.duplicate_of_id))
     if not stored:
-        for membership in memberships:
-            _judge_new(membership, pool, writes)
-    elif triggered:
+        return pool
+    if triggered:
         for membership in memberships:
             judge_membership(membership, pool, triggered, stored_results, writes)
+    return None
 
 
 def _start_key(activity):
@@ -270,9 +273,28 @@ def _day_order(activity):
     return activity.start, activity.id
 
 
-def _judge_new(membership, pool, writes):
+def _judge_fresh(fresh, writes):
+    """_judge_new for many people with nothing stored ([(memberships, pool)]): each challenge's day-independent
+    rules are asked about all their activities at once (judge() needs no more of them), then each day is judged."""
+    by_judging = defaultdict(list)  # Judging -> [(membership, pool)]
+    for memberships, pool in fresh:
+        for membership in memberships:
+            by_judging[membership.judging].append((membership, pool))
+    for judging, entries in by_judging.items():
+        cutoff = judging.cutoff
+        # what _judge_new judges: not far before the window, and no duplicate (standing_verdict settles those)
+        candidates = [a for _membership, pool in entries for a in pool
+                      if a.start >= cutoff and a.duplicate_of_id is None]
+        checked = dict(zip([a.id for a in candidates],
+                           prechecked(candidates, judging.ruleset, judging.base_context), strict=True))
+        for membership, pool in entries:
+            _judge_new(membership, pool, writes, checked)
+
+
+def _judge_new(membership, pool, writes, checked):
     """judge_membership for someone with nothing stored: every activity is new (so triggered, with no result
-    to keep), and each local day is judged whole, in start order."""
+    to keep), and each local day is judged whole, in start order. checked: activity id -> (facts, reasons of
+    the day-independent rules), from prechecked()."""
     m = membership.judging
     cutoff = m.cutoff
     by_day = {}
@@ -289,7 +311,7 @@ def _judge_new(membership, pool, writes):
             activities.sort(key=_day_order)
         count, distance = 0, 0
         for activity in activities:
-            if _judge_one(membership, activity, day, count, distance, None, writes) == ACCEPTED:
+            if _judge_one(membership, activity, day, count, distance, None, writes, checked) == ACCEPTED:
                 count += 1
                 distance += activity.distance_m
     if by_day:
@@ -342,14 +364,15 @@ def judge_membership(membership, pool, triggered, stored_results, writes):
         writes.registrations.add(membership.registration_id)
 
 
-def _judge_one(membership, activity, day, count, distance, stored, writes):
+def _judge_one(membership, activity, day, count, distance, stored, writes, checked=None):
     m = membership.judging
     verdict = standing_verdict(activity, membership.counts_from)
     if verdict is None:
         context = m.base_context if count == 0 else ChallengeContext(
             timezone=m.timezone, counting_start=m.counting_start, counting_end=m.counting_end,
             same_day_count=count, same_day_distance_m=float(distance))
-        verdict = judge(facts_of(activity), m.ruleset, context)
+        facts, reasons = (facts_of(activity), None) if checked is None else checked[activity.id]
+        verdict = judge(facts, m.ruleset, context, reasons)
     reasons = json.dumps(reason_dicts(verdict.reasons)) if verdict.reasons else EMPTY_REASONS
     values = (m.version, verdict.status, reasons, verdict.score, verdict.counted_distance_m, day,
               activity.end if verdict.score > 0 else None)  # counted_at(): the same start + elapsed
@@ -362,12 +385,23 @@ def _judge_one(membership, activity, day, count, distance, stored, writes):
     return verdict.status
 
 
+FRESH_BATCH = 2000  # people with nothing stored whose activities are judged together (_judge_fresh)
+
+
 def _plan_shard(shard, memberships_of):
     started = time.perf_counter()
     writes = Writes()
+    fresh = []
     for user_id in shard.users:
-        plan_user(user_id, shard.new.get(user_id, ()), shard.stored.get(user_id, ()),
-                  memberships_of.get(user_id, ()), shard.results, writes)
+        memberships = memberships_of.get(user_id, ())
+        pool = plan_user(user_id, shard.new.get(user_id, ()), shard.stored.get(user_id, ()), memberships,
+                         shard.results, writes)
+        if pool and memberships:
+            fresh.append((memberships, pool))
+            if len(fresh) == FRESH_BATCH:
+                _judge_fresh(fresh, writes)
+                fresh = []
+    _judge_fresh(fresh, writes)
     writes.summary.participants = len(writes.registrations)
     writes.registrations_with_stored_results = {registration for registration, _activity in shard.results}
     writes.summary.timed("judge", started)

@@ -7,9 +7,9 @@ in start order, and every result records the ruleset version it was judged with.
 import json
 import zoneinfo
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import timedelta
 from math import floor
+from typing import NamedTuple
 
 import sqlalchemy as sa
 
@@ -24,8 +24,7 @@ from kindstride.tenancy.models import Tenant
 from kindstride.tenancy.scope import require_tenant_id
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(NamedTuple):  # one per activity judged: a named tuple is the cheapest immutable record
     status: str
     reasons: tuple[Reason, ...]
     score: int
@@ -41,10 +40,19 @@ def facts_of(activity: Activity) -> ActivityFacts:
     )
 
 
-def judge(facts: ActivityFacts, ruleset: rulesets.ResolvedRuleset, context: ChallengeContext) -> Verdict:
-    """The pure verdict: reasons from every validation rule, a score only when accepted."""
-    found = []
-    for rule, params in ruleset.validation:
+def judge(facts: ActivityFacts, ruleset: rulesets.ResolvedRuleset, context: ChallengeContext,
+          day_independent_reasons=None) -> Verdict:
+    """The pure verdict: reasons from every validation rule, a score only when accepted.
+
+    day_independent_reasons: what the ruleset's day-independent rules found for these facts, when check_many has
+    already asked them (prechecked()); otherwise they are asked here."""
+    if day_independent_reasons is None:
+        found = []
+        for rule, params in ruleset.day_independent:
+            found += rule.check(facts, params, context)
+    else:
+        found = [*day_independent_reasons]
+    for rule, params in ruleset.day_dependent:
         found += rule.check(facts, params, context)
     if not found:  # most activities: no reasons to look through
         return Verdict(ACCEPTED, (), scored(facts, ruleset, context), int(facts.distance_m))
@@ -54,6 +62,18 @@ def judge(facts: ActivityFacts, ruleset: rulesets.ResolvedRuleset, context: Chal
     if any(reason.outcome == FLAG for reason in reasons):
         return Verdict(FLAGGED, reasons, 0, 0)
     return Verdict(ACCEPTED, reasons, scored(facts, ruleset, context), int(facts.distance_m))
+
+
+def prechecked(activities, ruleset, context) -> list:
+    """The facts of each activity with the reasons the ruleset's day-independent rules give it, each rule asked
+    about all of them at once (check_many): [(facts, reasons)], ready for judge() in each one's day."""
+    facts = [facts_of(activity) for activity in activities]
+    reasons = [()] * len(facts)
+    for rule, params in ruleset.day_independent:
+        found = rule.check_many(facts, params, context)
+        for index in [index for index, listed in enumerate(found) if listed]:
+            reasons[index] += tuple(found[index])
+    return list(zip(facts, reasons, strict=True))
 
 
 def scored(facts, ruleset, context) -> int:

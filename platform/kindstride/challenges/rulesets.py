@@ -1,6 +1,6 @@
 """Rulesets as data: which strategies a challenge uses, with which parameters, checked at save time."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flask import current_app
 from marshmallow import ValidationError
@@ -33,6 +33,14 @@ class ResolvedRuleset:
     scoring: tuple  # (strategy, params)
     multipliers: tuple
     team_aggregation: tuple
+    # The validation rules in the order they are asked: those that do not read the same-day figures, then those
+    # that do (see ValidationRule.uses_same_day).
+    day_independent: tuple = field(init=False)
+    day_dependent: tuple = field(init=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "day_independent", tuple(p for p in self.validation if not p[0].uses_same_day))
+        object.__setattr__(self, "day_dependent", tuple(p for p in self.validation if p[0].uses_same_day))
 
 
 def _entries(ruleset, key, many):

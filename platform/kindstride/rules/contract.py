@@ -8,6 +8,7 @@ of a point), so totals are exact sums; multipliers are fractions.
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from fractions import Fraction
+from typing import NamedTuple
 
 from marshmallow import Schema
 
@@ -17,9 +18,9 @@ SPORTS = ("run", "walk", "ride", "hike", "swim", "wheelchair", "other")
 SOURCES = ("device", "app", "manual", "api")
 
 
-@dataclass(frozen=True)
-class ActivityFacts:
-    """An activity as rules see it: plain values, no database."""
+class ActivityFacts(NamedTuple):
+    """An activity as rules see it: plain values, no database. Immutable; a named tuple rather than a frozen
+    dataclass because an import makes a million of them (three times faster to make)."""
 
     sport: str  # one of SPORTS
     start: datetime  # timezone-aware, UTC
@@ -70,8 +71,28 @@ class Strategy:
 
 
 class ValidationRule(Strategy):
+    # Whether check() reads the context's same_day_count or same_day_distance_m. A rule that does not is run over
+    # many activities at once (check_many) before their days are judged in order; the reasons of rules that do
+    # are listed after the others'.
+    uses_same_day = True
+
     def check(self, activity: ActivityFacts, params: dict, context: ChallengeContext) -> list[Reason]:
         raise NotImplementedError
+
+    def passes_many(self, activities: list[ActivityFacts], params: dict, context: ChallengeContext) -> list | None:
+        """An optional quick test of many activities at once: for each, True only when check() would give no
+        reason (False: check() is asked). None, the default: no quick test."""
+        return None
+
+    def check_many(self, activities: list[ActivityFacts], params: dict, context: ChallengeContext) -> list:
+        """check() of each activity, in order, with the same context (an import judges a million activities this
+        way), asked only about those that passes_many() does not pass."""
+        check = self.check
+        passing = self.passes_many(activities, params, context)
+        if passing is None:
+            return [check(activity, params, context) for activity in activities]
+        return [() if passes else check(activity, params, context)
+                for activity, passes in zip(activities, passing, strict=True)]
 
 
 class ScoringRule(Strategy):
