@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from kindstride.accounts.models import User
 from kindstride.activities import moderation
 from kindstride.activities import services as activity_services
-from kindstride.activities.bulk import import_activities
+from kindstride.activities.bulk import BulkImportError, import_activities
 from kindstride.activities.models import FLAGGED, Activity, ActivityResult
 from kindstride.activities.services import add_activity
 from kindstride.bench import generate
@@ -183,6 +183,24 @@ def test_bulk_import_in_batches_after_a_moderator_decision(inline_app, monkeypat
 
 
 # --------------------------------------------------------------------- what the bench's optimisations keep
+
+
+def test_a_bulk_import_with_a_bad_row_names_it_and_stores_nothing(inline_app):
+    _postgres_only()
+    event = _event("badrows")
+    rows = _rows(event, count=20)
+    bad = [*rows[:5], rows[5]._replace(split_paces=(300.0, float("nan"))), *rows[6:12],
+           rows[12]._replace(sport="skydiving"), *rows[13:]]
+    with pytest.raises(BulkImportError) as raised:
+        import_activities(event.tenant_id, bad, workers=2)
+    assert raised.value.errors == ["rows[5].split_paces: finite numbers only",
+                                   "rows[12].sport: must be one of run, walk, ride, hike, swim, wheelchair, other"]
+    with tenant_scope(event.tenant_id):
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Activity)) == 0
+    import_activities(event.tenant_id, rows, workers=2)  # the same import, mended
+    with tenant_scope(event.tenant_id):
+        stored = db.session.scalar(sa.select(sa.func.count()).select_from(Activity))
+        assert stored == len({(row.user_id, row.fingerprint) for row in rows})
 
 
 def test_row_level_security_follows_the_scope_within_one_transaction(app, tenants, make_user):

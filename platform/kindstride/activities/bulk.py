@@ -59,9 +59,9 @@ from kindstride.tenancy.scope import RLS_SETTING, tenant_scope
 # column -> type in the temporary tables that binary COPY fills
 ACTIVITY_TYPES = {"id": "int8", "user_id": "int8", "source": "text", "sport": "text", "title": "text",
                   "start": "timestamptz", "elapsed_s": "float8", "moving_s": "float8", "distance_m": "float8",
-                  "has_gps": "bool", "is_indoor": "bool", "split_paces": "text", "device": "text", "file_name": "text",
-                  "fingerprint": "text", "external_id": "text", "owner_only": "bool", "duplicate_of_id": "int8",
-                  "received_at": "timestamptz"}
+                  "has_gps": "bool", "is_indoor": "bool", "split_paces": "float8[]", "device": "text",
+                  "file_name": "text", "fingerprint": "text", "external_id": "text", "owner_only": "bool",
+                  "duplicate_of_id": "int8", "received_at": "timestamptz"}
 RESULT_TYPES = {"activity_id": "int8", "challenge_id": "int8", "registration_id": "int8", "ruleset_version": "int4",
                 "status": "text", "reasons": "text", "score": "int8", "counted_distance_m": "int8", "local_day": "date",
                 "counted_at": "timestamptz"}
@@ -198,6 +198,8 @@ def _check(rows):
             errors.append(f"rows[{index}]: start and received_at must be timezone-aware")
         if not row.fingerprint or len(row.fingerprint) > 64:
             errors.append(f"rows[{index}].fingerprint: 1 to 64 characters")
+        if not math.isfinite(sum(row.split_paces)):  # NaN or infinity anywhere makes the sum so
+            errors.append(f"rows[{index}].split_paces: finite numbers only")
     if errors:
         raise BulkImportError(errors)
 
@@ -492,15 +494,8 @@ def _copy(cursor, table, types, rows):
 def _activity_tuple(a):
     r = a.row
     return (a.id, a.user_id, r.source, r.sport, r.title, r.start, r.elapsed_s, r.moving_s, r.distance_m, r.has_gps,
-            r.is_indoor, json_numbers(r.split_paces), r.device, r.file_name, r.fingerprint, r.external_id,
+            r.is_indoor, list(r.split_paces), r.device, r.file_name, r.fingerprint, r.external_id,
             r.owner_only, a.duplicate_of_id, r.received_at)
-
-
-def json_numbers(values):
-    """json.dumps of a list of numbers, three times faster (finite floats and ints print alike in both)."""
-    if all(type(v) in (float, int) for v in values) and all(map(math.isfinite, values)):
-        return "[" + ", ".join(map(repr, values)) + "]"
-    return json.dumps(list(values))
 
 
 def _write_postgres(connection, tenant_id, writes, now):
@@ -514,7 +509,7 @@ def _write_postgres(connection, tenant_id, writes, now):
     _copy(cursor, "bulk_results", RESULT_TYPES, writes.results)
     started = timed("copy", started)
     columns = ", ".join(ACTIVITY_COLUMNS)
-    selected = columns.replace("split_paces", "split_paces::json")
+    selected = columns.replace("split_paces", "to_json(split_paces)")  # sent as float8[]: no JSON text to make
     cursor.execute(f"INSERT INTO activities (tenant_id, {columns}) SELECT %s, {selected} FROM bulk_activities",  # noqa: S608
                    (tenant_id,))
     started = timed("insert activities", started)

@@ -175,7 +175,8 @@ class Bench:
 
         url = sa.engine.make_url(self.env.owner_url).set(drivername="postgresql").render_as_string(
             hide_password=False)
-        columns = {"tenant_id": "int8", **{k: v for k, v in ACTIVITY_TYPES.items() if k != "id"}}
+        # the stored form: split paces as JSON text (json receives text; the import sends float8[] instead)
+        columns = {"tenant_id": "int8", **{k: v for k, v in ACTIVITY_TYPES.items() if k != "id"}, "split_paces": "text"}
         # The rows an import stores: a re-upload (the same fingerprint again) is stored once.
         distinct = {(r.user_id, r.fingerprint): r for r in reversed(rows)}
         data = [(event.tenant_id, r.user_id, r.source, r.sport, r.title, r.start, r.elapsed_s, r.moving_s,
