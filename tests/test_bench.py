@@ -189,11 +189,14 @@ def test_a_bulk_import_with_a_bad_row_names_it_and_stores_nothing(inline_app):
     _postgres_only()
     event = _event("badrows")
     rows = _rows(event, count=20)
-    bad = [*rows[:5], rows[5]._replace(split_paces=(300.0, float("nan"))), *rows[6:12],
-           rows[12]._replace(sport="skydiving"), *rows[13:]]
+    bad = [*rows[:3], rows[3]._replace(distance_m=float("inf")), rows[4]._replace(split_paces=(300.0, None)),
+           rows[5]._replace(split_paces=(300.0, float("nan"))), rows[6]._replace(split_paces=(1e308, 1e308)),
+           *rows[7:12], rows[12]._replace(sport="skydiving"), *rows[13:]]
     with pytest.raises(BulkImportError) as raised:
         import_activities(event.tenant_id, bad, workers=2)
-    assert raised.value.errors == ["rows[5].split_paces: finite numbers only",
+    assert raised.value.errors == ["rows[3]: elapsed_s, moving_s and distance_m must be finite numbers",
+                                   "rows[4].split_paces: finite numbers only",
+                                   "rows[5].split_paces: finite numbers only",
                                    "rows[12].sport: must be one of run, walk, ride, hike, swim, wheelchair, other"]
     with tenant_scope(event.tenant_id):
         assert db.session.scalar(sa.select(sa.func.count()).select_from(Activity)) == 0

@@ -791,3 +791,23 @@ def test_checking_many_activities_at_once_gives_each_the_reasons_check_gives(cas
 def test_only_daily_limits_reads_the_days_other_activities():
     # The others are asked about many activities at once, before any day is judged in order.
     assert {name for name, rule in VALIDATION.items() if rule.uses_same_day} == {"daily_limits"}
+
+
+def test_a_plugin_rule_that_is_a_plain_object_is_asked_one_activity_at_a_time():
+    from kindstride.activities.evaluation import judge
+    from kindstride.challenges.rulesets import ResolvedRuleset
+
+    class Plain:  # a plugin's strategy need not subclass ValidationRule
+        name, label, params_schema = "plain", "Plain", Schema
+
+        def check(self, activity, params, context):
+            return [Reason("short", FLAG, {})] if activity.distance_m < 2000 else []
+
+    distance = VALIDATION["distance_limits"]
+    ruleset = ResolvedRuleset(validation=((Plain(), {}), (distance, loaded(distance, {"min_m": 1000}))),
+                              scoring=(SCORING["distance"], {}), multipliers=(), team_aggregation=None)
+    assert [rule.name for rule, _params in ruleset.day_dependent] == ["plain"]
+    assert [rule.name for rule, _params in ruleset.day_independent] == ["distance_limits"]
+    short = judge(facts(distance_m=1500.0), ruleset, context())
+    assert (short.status, [reason.code for reason in short.reasons]) == ("flagged", ["short"])
+    assert judge(facts(), ruleset, context()).status == "accepted"

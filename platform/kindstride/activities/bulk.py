@@ -198,10 +198,31 @@ def _check(rows):
             errors.append(f"rows[{index}]: start and received_at must be timezone-aware")
         if not row.fingerprint or len(row.fingerprint) > 64:
             errors.append(f"rows[{index}].fingerprint: 1 to 64 characters")
-        if not math.isfinite(sum(row.split_paces)):  # NaN or infinity anywhere makes the sum so
-            errors.append(f"rows[{index}].split_paces: finite numbers only")
+        try:  # one sum for the usual row; NaN, infinity or a non-number anywhere lands in _numbers_error
+            plain = math.isfinite(row.elapsed_s + row.moving_s + row.distance_m + sum(row.split_paces))
+        except TypeError:
+            plain = False
+        problem = None if plain else _numbers_error(row)
+        if problem:
+            errors.append(f"rows[{index}]{problem}")
     if errors:
         raise BulkImportError(errors)
+
+
+def _numbers_error(row):
+    """What is wrong with a row's numbers, or None (a sum of huge finite numbers can overflow: they pass here).
+    NaN or infinity would be judged and stored as nonsense."""
+    def finite(values):
+        try:
+            return all(map(math.isfinite, values))
+        except TypeError:
+            return False
+
+    if not finite((row.elapsed_s, row.moving_s, row.distance_m)):
+        return ": elapsed_s, moving_s and distance_m must be finite numbers"
+    if not finite(row.split_paces):
+        return ".split_paces: finite numbers only"
+    return None
 
 
 def _as_rows(rows):

@@ -39,8 +39,15 @@ class ResolvedRuleset:
     day_dependent: tuple = field(init=False)
 
     def __post_init__(self):
-        object.__setattr__(self, "day_independent", tuple(p for p in self.validation if not p[0].uses_same_day))
-        object.__setattr__(self, "day_dependent", tuple(p for p in self.validation if p[0].uses_same_day))
+        batched = [pair for pair in self.validation if asked_in_batches(pair[0])]
+        object.__setattr__(self, "day_independent", tuple(batched))
+        object.__setattr__(self, "day_dependent", tuple(p for p in self.validation if p not in batched))
+
+
+def asked_in_batches(rule) -> bool:
+    """Whether a validation rule says it never reads the same-day figures and can be asked about many activities
+    at once. A plugin's rule need not subclass ValidationRule: one that says neither is asked one at a time."""
+    return getattr(rule, "uses_same_day", True) is False and hasattr(rule, "check_many")
 
 
 def _entries(ruleset, key, many):
