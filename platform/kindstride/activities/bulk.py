@@ -305,9 +305,11 @@ def _judge_fresh(fresh, writes):
             by_judging[membership.judging].append((membership, pool))
     for judging, entries in by_judging.items():
         cutoff = judging.cutoff
-        # what _judge_new judges: not far before the window, and no duplicate (standing_verdict settles those)
-        candidates = [a for _membership, pool in entries for a in pool
-                      if a.start >= cutoff and a.duplicate_of_id is None]
+        # what _judge_new asks the rules about: not far before the window, and no standing_verdict (a duplicate,
+        # or an activity before the person's team-switch reset)
+        candidates = [a for membership, pool in entries for a in pool
+                      if a.start >= cutoff and a.duplicate_of_id is None
+                      and (membership.counts_from is None or a.start >= membership.counts_from)]
         checked = dict(zip([a.id for a in candidates],
                            prechecked(candidates, judging.ruleset, judging.base_context), strict=True))
         for membership, pool in entries:
