@@ -198,31 +198,26 @@ def _check(rows):
             errors.append(f"rows[{index}]: start and received_at must be timezone-aware")
         if not row.fingerprint or len(row.fingerprint) > 64:
             errors.append(f"rows[{index}].fingerprint: 1 to 64 characters")
-        try:  # one sum for the usual row; NaN, infinity or a non-number anywhere lands in _numbers_error
+        try:  # one sum for the usual row: NaN, infinity or a non-number anywhere spoils it, and is named below
             plain = math.isfinite(row.elapsed_s + row.moving_s + row.distance_m + sum(row.split_paces))
         except TypeError:
             plain = False
-        problem = None if plain else _numbers_error(row)
-        if problem:
-            errors.append(f"rows[{index}]{problem}")
+        if plain:
+            continue
+        if not _finite((row.elapsed_s, row.moving_s, row.distance_m)):
+            errors.append(f"rows[{index}]: elapsed_s, moving_s and distance_m must be finite numbers")
+        elif not _finite(row.split_paces):
+            errors.append(f"rows[{index}].split_paces: finite numbers only")
     if errors:
         raise BulkImportError(errors)
 
 
-def _numbers_error(row):
-    """What is wrong with a row's numbers, or None (a sum of huge finite numbers can overflow: they pass here).
-    NaN or infinity would be judged and stored as nonsense."""
-    def finite(values):
-        try:
-            return all(map(math.isfinite, values))
-        except TypeError:
-            return False
-
-    if not finite((row.elapsed_s, row.moving_s, row.distance_m)):
-        return ": elapsed_s, moving_s and distance_m must be finite numbers"
-    if not finite(row.split_paces):
-        return ".split_paces: finite numbers only"
-    return None
+def _finite(values):
+    """Whether these are all finite numbers: NaN or infinity would be judged and stored as nonsense."""
+    try:
+        return all(map(math.isfinite, values))
+    except TypeError:  # not a number
+        return False
 
 
 def _as_rows(rows):
@@ -305,11 +300,9 @@ def _judge_fresh(fresh, writes):
             by_judging[membership.judging].append((membership, pool))
     for judging, entries in by_judging.items():
         cutoff = judging.cutoff
-        # what _judge_new asks the rules about: not far before the window, and no standing_verdict (a duplicate,
-        # or an activity before the person's team-switch reset)
+        # what _judge_one asks the rules about: not far before the window, and no standing verdict
         candidates = [a for membership, pool in entries for a in pool
-                      if a.start >= cutoff and a.duplicate_of_id is None
-                      and (membership.counts_from is None or a.start >= membership.counts_from)]
+                      if a.start >= cutoff and standing_verdict(a, membership.counts_from) is None]
         checked = dict(zip([a.id for a in candidates],
                            prechecked(candidates, judging.ruleset, judging.base_context), strict=True))
         for membership, pool in entries:
