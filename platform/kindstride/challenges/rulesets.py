@@ -39,9 +39,8 @@ class ResolvedRuleset:
     day_dependent: tuple = field(init=False)
 
     def __post_init__(self):
-        batched = [pair for pair in self.validation if asked_in_batches(pair[0])]
-        object.__setattr__(self, "day_independent", tuple(batched))
-        object.__setattr__(self, "day_dependent", tuple(p for p in self.validation if p not in batched))
+        object.__setattr__(self, "day_independent", tuple(p for p in self.validation if asked_in_batches(p[0])))
+        object.__setattr__(self, "day_dependent", tuple(p for p in self.validation if not asked_in_batches(p[0])))
 
 
 def asked_in_batches(rule) -> bool:
