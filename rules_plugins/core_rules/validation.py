@@ -315,13 +315,16 @@ class NoManualEntries(ValidationRule):
     params_schema = NoManualEntriesParams
     uses_same_day = False
 
+    @staticmethod
+    def refused(params):
+        return {"manual", "api"} if params["reject_api"] else {"manual"}
+
     def passes_many(self, activities, params, context):
-        refused = {"manual", "api"} if params["reject_api"] else {"manual"}
+        refused = self.refused(params)
         return [activity.source not in refused for activity in activities]
 
     def check(self, activity: ActivityFacts, params: dict, context: ChallengeContext) -> list[Reason]:
-        refused = {"manual", "api"} if params["reject_api"] else {"manual"}
-        if activity.source not in refused:
+        if activity.source not in self.refused(params):
             return []
         return [Reason("manual_not_allowed", params["outcome"], {"source": activity.source})]
 
