@@ -13,7 +13,6 @@ Never point it at a database you keep: it drops constraints.
 import sys
 import time
 from datetime import UTC, datetime
-from types import SimpleNamespace
 
 import psycopg
 import sqlalchemy as sa
@@ -21,7 +20,7 @@ import sqlalchemy as sa
 from kindstride import create_app
 from kindstride.activities.bulk import import_activities
 from kindstride.bench import environment, generate
-from kindstride.bench.run import PEOPLE_PER_ACTIVITY, TEAMS_PER_ACTIVITY, Bench
+from kindstride.bench.run import PEOPLE_PER_ACTIVITY, TEAMS_PER_ACTIVITY, copy_baseline
 
 FOREIGN_KEYS = """SELECT conrelid::regclass::text, conname FROM pg_constraint
                   WHERE contype = 'f' AND conrelid::regclass::text IN ('activities', 'activity_results')"""
@@ -55,7 +54,7 @@ def main(activities=1_000_000, runs=2):
                     started = time.perf_counter()
                     summary = import_activities(event.tenant_id, rows, workers=2)
                     seconds = time.perf_counter() - started
-                copy = Bench.copy_baseline(SimpleNamespace(env=env), event, rows)["rows_per_s"]
+                copy = copy_baseline(env.owner_url, event, rows)["rows_per_s"]
                 phases = ", ".join(f"{phase} {value:.2f}" for phase, value in summary.seconds.items())
                 print(f"{keys} foreign keys, run {run + 1}: {seconds:.2f} s, {len(rows) / seconds:,.0f}/s; "
                       f"COPY {copy:,.0f} rows/s; ratio {len(rows) / seconds / copy:.3f} ({phases})", flush=True)
